@@ -1,0 +1,130 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Data preparation
+#
+# Fine-tuning is only as good as its data. This chapter turns every source we have into one clean,
+# deduplicated, **decontaminated** set of training examples, and a set of evaluation problems that no
+# training example copies.
+#
+# What happens here, in order:
+# 1. **Load** every source into one record schema (`id, source, problem, solution, answer, metadata`):
+#    the embedded word problems (always), and the public sets in `DATA_DIR` when present (GSM8K, MATH,
+#    AIME, the AIMO validation sets, the Kaggle AIMO files, ToRA's tool-use examples).
+# 2. **Filter** to integer answers: the AIMO competitions score integers only.
+# 3. **Deduplicate** on normalized text, then **decontaminate**: drop every training problem whose text
+#    (or enough of its 13-word n-grams) matches an evaluation problem. AIME 1983–2024 contains the AIMO
+#    validation problems, for instance: training on them would inflate every score we report later.
+# 4. **Format** training examples in DeepSeek-Math's two prompt styles: step-by-step reasoning, and
+#    tool-integrated reasoning (prose plus Python whose output the model reads back).
+# 5. **Split** deterministically (a hash of the id and the seed) and write the files notebook 02 reads.
+#
+# The **embedded default** is a set of generated word problems of two kinds: *mental* problems (two steps
+# with small numbers) and *compute* problems (a 3-digit times a 2-digit number) that a tiny model cannot do
+# in its head but can write as code. The embedded model, a tiny Llama built on first use, comes from
+# `utils.modeling`; here we use its tokenizer to measure example lengths.
+
+# %% tags=["parameters"]
+MODEL = "tiny"  # "tiny" (embedded default), a local path, a hub id, or a Kaggle Model handle
+DATA_DIR = "../shared/data"  # raw public data sets; "" = embedded data only
+OUTPUT_DIR = "outputs"
+SEED = 0
+N_EMBEDDED_TRAIN = 3000
+N_EMBEDDED_EVAL = 300
+
+# %%
+import sys
+from pathlib import Path
+
+sys.path[:0] = [str(p) for p in [Path("../src"), *Path("/kaggle/input").glob("*/src")] if p.is_dir()]
+
+# %%
+import pandas as pd
+
+from utils import notebooks, plots
+from utils.data import DATASETS
+from utils.io import write_metrics
+from utils.modeling import load_tokenizer, resolve_model
+from utils.prep import PrepConfig, prepare
+
+run = notebooks.start("01_data_prep", OUTPUT_DIR, DATA_DIR, SEED)
+
+# %% [markdown]
+# ## Load, filter, deduplicate, decontaminate, format, split
+# One call does every stage; the table below counts problems per source after each stage.
+
+# %%
+config = PrepConfig(seed=SEED, n_embedded_train=N_EMBEDDED_TRAIN, n_embedded_eval=N_EMBEDDED_EVAL)
+prep = prepare(config, run.data_dir, run.output_dir)
+stages = pd.DataFrame(prep.stages).pivot_table(index="source", columns="stage", values="count", sort=False)
+stages.fillna(0).astype(int)
+
+# %% [markdown]
+# The raw counts read from `DATA_DIR` against the record counts its MANIFEST lists:
+
+# %%
+pd.DataFrame(
+    [{"set": name, "file": d.path, "records read": prep.raw_counts.get(name, 0), "MANIFEST": d.expected_records}
+     for name, d in DATASETS.items()]
+)
+
+# %% [markdown]
+# ## What decontamination removed
+# Every dropped training problem is paired with the evaluation problem it copies.
+
+# %%
+decon = prep.decontamination
+print(f"dropped {decon['dropped']} of {decon['total']} training problems")
+pd.Series(decon["dropped_per_set"], name="dropped").to_frame()
+
+# %% [markdown]
+# ## Training examples
+# One example per problem and prompt style. Here is one of each, rendered with the chat template of the
+# model notebook 02 will train (DeepSeek-Math's `User: … Assistant: …` format).
+
+# %%
+tokenizer = load_tokenizer(resolve_model(MODEL))
+for mode in ("reasoning", "tools"):
+    example = next(e for e in prep.train if e["mode"] == mode and e["source"] == "embedded")
+    print(f"--- {mode} ({example['id']})")
+    print(tokenizer.apply_chat_template(example["messages"], tokenize=False))
+
+# %% [markdown]
+# ## Answers and lengths
+# Answers span orders of magnitude across sources; example lengths decide the training `max_length`
+# and how much packing saves (short examples waste most of a padded batch).
+
+# %%
+def tokens(example):
+    return len(tokenizer.apply_chat_template(example["messages"], tokenize=True))
+
+by_source = {}
+for e in prep.train:
+    by_source.setdefault(e["source"], []).append(e)
+answers = {s: [e["answer"] for e in es] for s, es in by_source.items()}
+lengths = {s: [tokens(e) for e in es[:500]] for s, es in by_source.items()}
+fig = plots.distributions(answers, lengths, run.output_dir / "distributions.png")
+pd.DataFrame({s: pd.Series(v).describe(percentiles=[0.5, 0.95]) for s, v in lengths.items()}).round(1)
+
+# %% [markdown]
+# ## The splits, written for notebook 02
+
+# %%
+counts = prep.counts()
+splits = pd.DataFrame([e | {"split": "train"} for e in prep.train] + [e | {"split": "validation"} for e in prep.validation])
+print(splits.groupby(["split", "source", "mode"]).size().unstack(fill_value=0))
+write_metrics(run.root_output_dir, "01_data_prep", {
+    **counts,
+    "raw_counts": prep.raw_counts,
+    "decontaminated": decon["dropped"],
+    "evaluation_by_source": pd.Series([p.source for p in prep.evaluation]).value_counts().to_dict(),
+})
+print({k: Path(v).name for k, v in prep.files.items()}, counts)

@@ -1,0 +1,538 @@
+"""Integer answers: read them from model outputs and data sets, fit them to a competition, vote.
+
+`extract_answer` reads what a model wrote (the last `\\boxed{}`, else answer phrases, else the final
+line); `parse_integer_answer` reads a data set's ground truth. Both turn LaTeX into an int through a
+thin layer over `math_verify` (imported lazily: loaders that only see plain integers never pay for
+sympy). Neither raises: anything that is not an integer is None.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import numbers
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "COMPETITION_RANGES",
+    "VoteResult",
+    "extract_answer",
+    "majority_vote",
+    "normalize_for_competition",
+    "parse_integer_answer",
+    "vote_is_decided",
+]
+
+# --------------------------------------------------------------------------------------------------
+# Turning one short answer expression into an int
+# --------------------------------------------------------------------------------------------------
+
+# A number as models write it: thousands separated by ",", "\,", "{,}", "\!", "\ " or a thin space.
+_SEP = r"(?:,|\\,|\{,\}|\\!|\\ |\\;|[\u2009\u202f\u00a0'])"
+_UNSIGNED = rf"(?:\d{{1,3}}(?:{_SEP}\d{{3}})+(?!\d)|\d+)(?:\.\d+)?"
+_NUM = rf"[-\u2212]?{_UNSIGNED}"
+_PLAIN_INT_RE = re.compile(rf"^[-+]?(?:\d{{1,3}}(?:(?:{_SEP}| )\d{{3}})+|\d+)(?:\.0*)?$")
+
+_TEXT_CMDS = r"text|textnormal|textup|textrm|mathrm|mbox|hbox"
+# Decoration that never changes an integer's value: math delimiters, sizing, spacing, fonts.
+_DROP_RE = re.compile(
+    r"\\left|\\right|\\displaystyle|\\textstyle|\\!|\\quad|\\qquad|^\\\(|\\\)$|^\\\[|\\\]$|\$|"
+    rf"\\(?:{_TEXT_CMDS}|mathbf|textbf|mathit|textit|bf|rm|operatorname)\s*(?=\{{)"
+)
+# Units and trailing words: "42 \text{ cm}^2", "18 dollars", "60^\circ", "20\%".
+_UNIT_RE = re.compile(
+    r"(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degrees?|°|\\%|%|\\\$|"
+    rf"\\(?:{_TEXT_CMDS})\s*\{{\s*[A-Za-z][^{{}}]*\}}(?:\s*\^\s*\{{?\d\}}?)?)"
+)
+_CHOICE_RE = re.compile(r"^\{?\s*\(\s*[A-E]\s*\)\s*\}?\s*(?:\\ |~|\\quad|:)?\s*(?=[\d\\-])")
+_EDGE_SPACE_RE = re.compile(r"^(?:\s|\\[,;: ]|~)+|(?:\s|\\[,;: ]|~)+$")
+_TRAILING_WORDS_RE = re.compile(r"(?<=[\d}])\s+[A-Za-z][A-Za-z .\-]*$")
+# Work that could run for minutes in sympy: huge exponents, towers, huge factorials.
+_EXPENSIVE_RE = re.compile(r"\\uparrow|\d{7,}\s*[!^]")  # Knuth arrows, 1000000! - see also _cheap_to_evaluate
+_EQUATION_LHS_RE = re.compile(r"\d\s*[A-Za-z]")  # a coefficient: "2x", "11 z"
+_SEVERAL_RE = re.compile(r",|;|\\text|\bor\b|\band\b")
+_MIXED_RE = re.compile(r"(\d)\s*(\\[dt]?frac)")  # "4\frac{1}{2}" is 4 1/2, not 4 * 1/2
+_THOUSANDS_COMMA_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_COMMAND_RE = re.compile(r"\\[A-Za-z]+")
+_BASE_RE = re.compile(r"^(\d[0-9A-Za-z]*)_\{?(\d{1,2})\}?$")  # "52_8", "4210_{5}": digits in a base
+_MAX_EXPR_CHARS = 200
+_MAX_PAREN_DEPTH = 5  # 5 nested "(" cost math_verify 0.25 s, 10 cost 1.2 s, 50 cost 7 s
+_MAX_DIGITS = 5000  # an answer with more digits than this is never a competition answer
+_MAX_EXPONENT = 10_000
+_MAX_COMBINATORIAL_ARG = 1000
+
+_log = logging.getLogger(__name__)
+
+
+def _clean(expr: str) -> str:
+    """Strip delimiters, fonts, units and an `x =` prefix; keep the value's LaTeX."""
+    s = re.sub(r"\.\s*$", "", expr.strip())  # a sentence's full stop, not the "." of ".5"
+    s = s.replace("\u2212", "-").replace("{,}", ",")
+    s = _UNIT_RE.sub(" ", s)  # before _DROP_RE, which would eat the "$" of "\$" and the "\text" of units
+    s = _DROP_RE.sub("", s)
+    s = _CHOICE_RE.sub("", s)  # "\textbf{(D)}\ 120": the value after a multiple-choice label
+    s = _EDGE_SPACE_RE.sub("", s)  # "25 \, \text{km}" leaves "25 \,"
+    if "=" in s and not re.search(r"[<>]|\\[lg]eq?\b|\\neq", s):
+        head, s = s.rsplit("=", 1)  # "x = 5", "m+n = 42", "a+b = 2+3 = 5": the last side is the value,
+        if _EQUATION_LHS_RE.search(head) or _SEVERAL_RE.search(head):
+            return ""  # unless it is an equation to solve ("2x = 10") or several ("x=2 \text{ or } x=3")
+    s = _TRAILING_WORDS_RE.sub("", s.strip())
+    s = _MIXED_RE.sub(r"\1+\2", s)
+    return re.sub(r"\.\s*$", "", s.strip()).strip()
+
+
+def _plain_int(s: str) -> int | None:
+    """'1,000', '-5', '042', '5.0', '1\\,000' -> int without sympy; None if not this simple."""
+    if not _PLAIN_INT_RE.match(s):
+        return None
+    digits = re.sub(_SEP, "", s).replace(" ", "").split(".")[0]
+    return int(digits)
+
+
+def _sympy_to_int(value: object) -> int | None:
+    """An int when `value` is a sympy number (or `x = n`) of integer value, else None."""
+    import sympy
+
+    if isinstance(value, sympy.Equality):
+        value = value.rhs
+    if not isinstance(value, sympy.Basic) or not value.is_number or not _cheap_to_evaluate(value):
+        return None
+    value = value.doit()
+    if value.is_Integer:
+        return int(value)
+    if value.is_Rational:
+        return None  # an Integer is Rational too, but was caught above
+    if value.is_Float:  # "1.5 \times 10^3"; sympy >= 1.13 says Float(1500.0) != 1500, so compare by hand
+        nearest = int(value.round())
+        return nearest if abs(value - nearest) <= 1e-9 * max(1, abs(nearest)) else None
+    if value.has(sympy.zoo, sympy.oo, -sympy.oo, sympy.nan, sympy.I):
+        return None
+    # sqrt(16) is 4, 3*sqrt(2) is not: compare with the nearest integer far beyond float precision.
+    approx = value.evalf(60)
+    if not approx.is_Float or abs(approx) > 10**30:
+        return None
+    nearest = int(approx.round())
+    return nearest if abs(value.evalf(80) - nearest) < sympy.Float(10) ** -50 else None
+
+
+def _cheap_to_evaluate(expr) -> bool:
+    """False for what `doit()` could spend minutes on: (10^9)!, 2^(2^100), binom(10^9, 10^8).
+
+    math_verify builds these unevaluated, so checking the tree before evaluating bounds the work on
+    every thread, with no signal-based timeout.
+    """
+    import sympy
+
+    for node in sympy.preorder_traversal(expr):
+        if isinstance(node, (sympy.factorial, sympy.factorial2, sympy.binomial, sympy.subfactorial)):
+            if not all(a.is_Integer and abs(a) <= _MAX_COMBINATORIAL_ARG for a in node.args):
+                return False
+        elif isinstance(node, sympy.Pow):
+            base, exp = node.args
+            if not exp.is_Rational or abs(exp) > _MAX_EXPONENT:
+                return False
+            if base.is_Integer and abs(int(exp)) * math.log10(abs(int(base)) + 1) > _MAX_DIGITS:
+                return False
+    return True
+
+
+def _math_verify_parse(latex: str) -> list:
+    """`math_verify.parse` without its signal-based timeout (see module notes); [] on any error."""
+    try:
+        import math_verify
+
+        logging.getLogger("math_verify.parser").addFilter(_drop_timeout_warning)
+        # parsing_timeout=None: math_verify's timeout uses signal.alarm, which fails off the main thread
+        # and would cancel any alarm the caller set. `_cheap_to_evaluate` bounds the work instead.
+        return math_verify.parse(f"${latex}$", parsing_timeout=None)
+    except Exception:  # noqa: BLE001 - a reader of model output must never raise
+        _log.debug("math_verify failed on %r", latex, exc_info=True)
+        return []
+
+
+def _drop_timeout_warning(record: logging.LogRecord) -> bool:
+    return "Timeout is disabled" not in record.getMessage()
+
+
+@functools.lru_cache(maxsize=4096)  # data sets and vote batches repeat the same answers
+def _latex_to_int(expr: str) -> int | None:
+    """The integer value of one short answer expression (box content, ground truth), or None."""
+    s = _clean(expr)
+    while True:  # "\boxed{\boxed{5}}", "{5}"
+        inner = _strip_wrapper(s)
+        if inner is None:
+            break
+        s = _clean(inner)
+    if not s:
+        return None
+    based = _BASE_RE.match(s)
+    if based:
+        return _int_in_base(*based.groups())
+    fast = _plain_int(s)
+    if fast is not None:
+        return fast
+    if len(s) > _MAX_EXPR_CHARS or _EXPENSIVE_RE.search(s) or _paren_depth(s) > _MAX_PAREN_DEPTH:
+        return None  # math_verify's parser slows down steeply with nested parentheses
+    s = _THOUSANDS_COMMA_RE.sub("", s)  # "\frac{1,000}{8}"
+    if "," in s or re.search(r"\d\s+\d", s):
+        return None  # a list, tuple or interval: "3, 5", "(1,2)", "[0, \pi]", "3 5"
+    if re.search(r"[A-Za-z]", _COMMAND_RE.sub("", s)):
+        return None  # a variable is left: "2x^2-18", "p - q" (a command such as \sqrt is fine)
+    for value in _math_verify_parse(s):
+        try:
+            result = _sympy_to_int(value)
+        except Exception:  # noqa: BLE001
+            result = None
+        if result is not None or not isinstance(value, str):
+            return result  # math_verify's first sympy result decides; its strings are fallbacks
+    return None
+
+
+def _paren_depth(s: str) -> int:
+    depth = deepest = 0
+    for c in s:
+        if c in "([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in ")]":
+            depth -= 1
+    return deepest
+
+
+def _int_in_base(digits: str, base: str) -> int | None:
+    """`52_8` is 42: the value, so that a model's `52_8` and the data set's `52_8` agree."""
+    try:
+        return int(digits, int(base)) if 2 <= int(base) <= 36 else None
+    except ValueError:
+        return None
+
+
+def _strip_wrapper(s: str) -> str | None:
+    """The inside of `{...}` or `\\boxed{...}` spanning the whole string, else None."""
+    m = re.match(r"^\\(?:boxed|fbox|framebox)\s*(?=\{)|^(?=\{)", s)
+    if m is None:
+        return None
+    end = _brace_pairs(s).get(m.end())
+    return s[m.end() + 1 : end] if end == len(s) - 1 else None
+
+
+def _brace_pairs(s: str) -> dict[int, int]:
+    """Map each `{` that gets closed to its `}` (escaped braces skipped), in one pass."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "{":
+            stack.append(i)
+        elif c == "}" and stack:
+            pairs[stack.pop()] = i
+        i += 1
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------------
+# Ground truth from data sets
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_integer_answer(text: str | int | float | None) -> int | None:
+    """A data set's ground-truth answer as an int, or None when it is not an integer.
+
+    Accepts ints, integral floats (7.0), and strings such as "1,000", "042", "-5", "336^\\circ",
+    "\\$18", "\\frac{12}{4}", "\\boxed{5}". `\\frac{1}{2}`, "2.5", "3\\sqrt{2}", bools, NaN -> None.
+    """
+    try:
+        if text is None or isinstance(text, bool):
+            return None
+        if isinstance(text, numbers.Integral):
+            return int(text)
+        if isinstance(text, numbers.Real):
+            value = float(text)
+            return int(value) if math.isfinite(value) and value.is_integer() else None
+        if not isinstance(text, str):
+            return None
+        return _latex_to_int(text)
+    except Exception:  # noqa: BLE001 - one bad row must not stop a loader
+        _log.debug("parse_integer_answer failed on %r", text, exc_info=True)
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Answers in model outputs
+# --------------------------------------------------------------------------------------------------
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)(?![A-Za-z])")
+_OPEN_BRACE_RE = re.compile(r"\s*\{")
+_BARE_BOX_RE = re.compile(r"\s+([^\s$]+)")
+# Phrases that introduce an answer; the last one followed by a value wins: "The final answer is 42",
+# "the answer is $1{,}000$", "Answer: 42" ("**Answer:** 42" once the bold is gone), GSM8K's "#### 72".
+_PHRASE_RE = re.compile(
+    r"(?:final\s+answer(?:\s+is|\s*[:=])?|####|\banswer\s*[:=]|"
+    r"\banswers?(?:\s+(?:to|for|of)\b[^.\n$]{0,60}?)?\s+(?:is|would\s+be|will\s+be|should\s+be))\s*:?",
+    re.IGNORECASE,
+)
+_MATH_CHUNK_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")  # prose, not a LaTeX command or a variable
+# A number in prose, with a sign only where it cannot be a dash ("3-5"), read with what binds to it:
+# "3/4" (so not 4), "2^{10}" (so not 10 or 2).
+_BARE_NUM_RE = re.compile(
+    rf"(?:(?<![\w)\]}}.^_{{\\/])[-\u2212]|(?<![\w.^_{{\\/\-\u2212])){_UNSIGNED}"
+    rf"(?:\s*/\s*{_UNSIGNED}|\s*\^\s*(?:\d+|\{{\s*\d+\s*\}}))?(?![\d]|\.\d|[A-Za-z])"
+)
+_LEADING_NUM_RE = re.compile(rf"^\$?\s*({_NUM})(?=\s+[A-Za-z(]|\s*[,;:!?)]|\s*$|\s*\.(?!\d))")
+_SPECIAL_TOKEN_RE = re.compile(r"<\|[^<>\n]{0,40}?\|>|<\uff5c[^<>\n]{0,40}?\uff5c>|</?s>")  # <|im_end|>, </s>
+_FENCE_RE = re.compile(r"^[ \t]*```[ \t]*(\w*)")
+_MAX_SEGMENT_CHARS = 300
+_MAX_PHRASES = 20  # the last few phrases; a degenerate output can repeat one thousands of times
+_MAX_LOOKBACK_LINES = 3  # lines without a digit skipped from the end ("I hope it helps.", a cut box)
+
+
+def extract_answer(text: str) -> int | None:
+    """The integer answer in a model's output, or None; never raises.
+
+    Code blocks are ignored (```output blocks are kept), and so are special tokens (`</s>`).
+    Then: the last complete `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5`, which decides (`\\boxed{\\frac12}`
+    gives None); else the last answer phrase followed by a value ("the final answer is", "Answer:",
+    "####"); else the last number of the last line that has one, among the final three lines. An
+    unclosed (truncated) `\\boxed{` is skipped and what follows it dropped. Values are read as LaTeX:
+    "1{,}000", `\\dfrac{12}{4}`, `2^{10}`, `42^\\circ`, `x = 5`, "5.0", "042" are integers;
+    `\\frac{1}{2}`, "2.5", `3\\sqrt{2}`, "3, 5" are not.
+    """
+    try:
+        if not isinstance(text, str) or not text.strip():
+            return None
+        text = "\n".join(_prose_and_output_lines(_SPECIAL_TOKEN_RE.sub("", text)))
+        boxed = _last_box(text)
+        if boxed is not None:
+            return _latex_to_int(boxed)
+        body = _drop_unclosed_box(text)
+        found, value = _from_phrase(body)
+        if found:
+            return value
+        return _from_final_lines(body)
+    except Exception:  # noqa: BLE001 - a reader of sampled outputs must never stop a run
+        _log.debug("extract_answer failed", exc_info=True)
+        return None
+
+
+def _last_box(text: str) -> str | None:
+    """Content of the last closed, non-empty box; an unclosed (truncated) box is skipped."""
+    pairs = _brace_pairs(text)
+    for m in reversed(list(_BOX_RE.finditer(text))):
+        brace = _OPEN_BRACE_RE.match(text, m.end())
+        if brace:
+            end = pairs.get(brace.end() - 1)
+            content = text[brace.end() : end] if end is not None else ""
+        else:  # "\boxed 5", "\boxed -12$"
+            token = _BARE_BOX_RE.match(text, m.end())
+            content = token.group(1) if token else ""
+        if content.strip():
+            return content
+    return None
+
+
+def _drop_unclosed_box(text: str) -> str:
+    """Cut a truncated tail at the first unclosed box: what follows it holds no answer."""
+    pairs = _brace_pairs(text)
+    for m in _BOX_RE.finditer(text):
+        brace = _OPEN_BRACE_RE.match(text, m.end())
+        if brace and brace.end() - 1 not in pairs:
+            return text[: m.start()]
+    return text
+
+
+def _from_phrase(text: str) -> tuple[bool, int | None]:
+    """(found, value) for the last answer phrase that is followed by something."""
+    plain = text.replace("**", "").replace("__", "")
+    for m in list(_PHRASE_RE.finditer(plain))[-_MAX_PHRASES:][::-1]:
+        found, value = _segment_value(_segment_after(plain, m.end()))
+        if found:
+            return True, value
+    return False, None
+
+
+def _segment_after(text: str, pos: int) -> str:
+    """The rest of the line after `pos` (or the next non-empty line: "Final Answer\\n42"), to the full stop."""
+    line = _line_at(text, pos)
+    if not line.strip():  # the answer on the next non-empty line
+        pos = text.find("\n", pos)
+        while pos != -1 and not line.strip():
+            line = _line_at(text, pos + 1)
+            pos = text.find("\n", pos + 1)
+    line = line.strip()[:_MAX_SEGMENT_CHARS]
+    if _MATH_CHUNK_RE.match(line):
+        return line  # "$x = 3.5$." must not be cut at the decimal point
+    return re.split(r"\.(?:\s|$)", line, maxsplit=1)[0].strip()
+
+
+def _line_at(text: str, pos: int) -> str:
+    end = text.find("\n", pos)
+    return text[pos : end if end != -1 else len(text)]
+
+
+def _segment_value(segment: str) -> tuple[bool, int | None]:
+    """(found, value) for what follows a phrase. Found when it starts with math or a number;
+    prose ("the final answer should be checked") is not an answer, and the search goes on."""
+    chunk = _MATH_CHUNK_RE.match(segment)
+    if chunk and not _WORD_RE.search(_chunk_text(chunk)):
+        return True, _latex_to_int(_chunk_text(chunk))  # "$\frac{1}{2}$" decides: None
+    lead = _LEADING_NUM_RE.match(segment)  # "42 apples", "$18 per day", "72, since ..."
+    if re.search(r"[\d\\]", segment) and not _WORD_RE.search(segment.replace("\\text", "")):
+        value = _latex_to_int(segment)  # pure math: "1{,}000", "\frac{12}{4}", "x = 5"
+        return True, value if value is not None or lead is None else _latex_to_int(lead.group(1))
+    if lead:
+        return True, _latex_to_int(lead.group(1))
+    return False, None
+
+
+def _chunk_text(m: re.Match) -> str:
+    return next(g for g in m.groups() if g is not None)
+
+
+def _from_final_lines(text: str) -> int | None:
+    """The last number (or math chunk) of the last line that has a digit, within the final few lines."""
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    for line in list(reversed(lines))[:_MAX_LOOKBACK_LINES]:
+        if re.search(r"\d", line):
+            return _last_value_in_line(line)
+    return None
+
+
+def _prose_and_output_lines(text: str) -> list[str]:
+    """Lines outside code blocks, plus the lines of ```output blocks (the program's result).
+
+    Code is dropped: a `\\boxed` in a print call or "# the answer is 5" in a comment is no answer, and
+    a block left open (generation cut mid-code, or stopped at "```output") drops everything after it.
+    """
+    kept, block = [], None  # block: None outside a fence, else its label ("python", "output", "")
+    for line in text.split("\n"):
+        fence = _FENCE_RE.match(line)
+        if fence and len(line.strip()) > 6 and line.rstrip().endswith("```"):
+            continue  # "```print(1)```" on one line opens nothing
+        if fence:
+            block = fence.group(1).lower() if block is None else None
+        elif block is None or block == "output":
+            kept.append(line)
+    return kept
+
+
+def _last_value_in_line(line: str) -> int | None:
+    """Whichever comes last: a `$...$` chunk (its value) or a bare number outside chunks."""
+    candidates: list[tuple[int, str]] = []
+    chunks = list(_MATH_CHUNK_RE.finditer(line))
+    for c in chunks:
+        if re.search(r"\d", _chunk_text(c)):  # "$n$" in "42 is the value of $n$" is no answer
+            candidates.append((c.end(), _chunk_text(c)))
+    masked = _MATH_CHUNK_RE.sub(lambda c: " " * len(c.group(0)), line)
+    for n in _BARE_NUM_RE.finditer(masked):
+        candidates.append((n.end(), n.group(0)))
+    if not candidates:
+        return None
+    return _latex_to_int(max(candidates, key=lambda c: c[0])[1])
+
+
+# --------------------------------------------------------------------------------------------------
+# Competition ranges
+# --------------------------------------------------------------------------------------------------
+
+# Inclusive ranges a submitted answer must fall in. AIMO 1 and 2 ask for the answer mod 1000;
+# AIMO 3 takes 0..99999 as is (a modulus, if any, is stated in the problem).
+COMPETITION_RANGES: dict[str, tuple[int, int]] = {"aimo1": (0, 999), "aimo2": (0, 999), "aimo3": (0, 99999)}
+_MODULUS = {"aimo1": 1000, "aimo2": 1000}
+_RAW = ("none", "raw")
+
+
+def normalize_for_competition(answer: int | None, competition: str) -> int | None:
+    """Fit an answer to a competition's range.
+
+    "aimo1"/"aimo2": `answer % 1000` (Python's `%`, so -1 -> 999). "aimo3": the answer if it lies
+    in 0..99999, else None (there is no implicit modulus, so an out-of-range answer is wrong as it
+    stands; None lets the vote ignore it rather than submit a guess). "none"/"raw": unchanged.
+    An unknown competition raises ValueError: it is a caller's mistake, not a model's.
+    """
+    key = competition.strip().lower() if isinstance(competition, str) else competition
+    if key not in COMPETITION_RANGES and key not in _RAW:
+        raise ValueError(f"competition={competition!r}: expected one of {[*COMPETITION_RANGES, *_RAW]}")
+    if answer is None or key in _RAW:
+        return answer
+    if key in _MODULUS:
+        return int(answer) % _MODULUS[key]
+    low, high = COMPETITION_RANGES[key]
+    return int(answer) if low <= answer <= high else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Self-consistency voting
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VoteResult:
+    """The outcome of a majority vote.
+
+    `count` votes for `answer` out of `total` samples (unparsed ones included), `share` = count/total
+    (0.0 when there were none), `counts` maps each parsed answer to its votes in first-seen order.
+    """
+
+    answer: int
+    count: int
+    total: int
+    share: float
+    counts: dict[int, int] = field(default_factory=dict)
+
+
+def majority_vote(answers: Sequence[int | None], fallback: int = 0) -> VoteResult:
+    """The most common non-None answer; `fallback` with count 0 when none parsed.
+
+    Ties go to the answer that reached the tied count first (scanning in order): the leader only
+    changes when another answer gets strictly more votes. So [5, 7, 7, 5] gives 7, the same answer
+    an early-stopping loop watching the samples arrive would have held.
+    """
+    counts: dict[int, int] = {}
+    leader, lead = fallback, 0
+    for a in answers:
+        if a is None:
+            continue
+        counts[a] = counts.get(a, 0) + 1
+        if counts[a] > lead:
+            leader, lead = a, counts[a]
+    total = len(answers)
+    return VoteResult(
+        answer=leader, count=lead, total=total, share=lead / total if total else 0.0, counts=counts
+    )
+
+
+def vote_is_decided(
+    counts: Mapping[int | None, int] | VoteResult,
+    samples_left: int,
+    min_votes: int | None = None,
+    unbeatable: bool = True,
+) -> bool:
+    """Whether sampling can stop: the vote's winner can no longer change, or enough samples agree.
+
+    `unbeatable`: True once the runner-up, even given every one of the `samples_left` remaining
+    samples, could at most tie the leader (ties keep the leader, see `majority_vote`).
+    `min_votes`: True once the leader has that many votes (the AIMO 2 winner stopped at 4-5 agreeing),
+    None to disable. None keys in `counts` (unparsed samples) are ignored.
+    """
+    if isinstance(counts, VoteResult):
+        counts = counts.counts
+    if samples_left < 0:
+        raise ValueError(f"samples_left={samples_left}: must be >= 0")
+    if min_votes is not None and min_votes < 1:
+        raise ValueError(f"min_votes={min_votes}: must be >= 1 or None")
+    votes = sorted((n for a, n in counts.items() if a is not None), reverse=True)
+    leader = votes[0] if votes else 0
+    runner_up = votes[1] if len(votes) > 1 else 0
+    if samples_left == 0:
+        return True
+    if min_votes is not None and leader >= min_votes:
+        return True
+    return unbeatable and leader > 0 and runner_up + samples_left <= leader

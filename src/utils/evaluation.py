@@ -1,0 +1,66 @@
+"""Accuracy on held-out problems: the same problems, the same decoding, answers read one way."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from utils.answers import extract_answer
+from utils.data import Problem
+from utils.generation import GenerationConfig, sample_reasoning, sample_with_tools
+from utils.prompts import build_prompt
+
+
+@dataclass
+class EvalResult:
+    """Accuracy overall and per problem kind, and every record (problem id, output, answer, correct)."""
+
+    accuracy: float
+    n: int
+    by_kind: dict = field(default_factory=dict)
+    records: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"accuracy": self.accuracy, "n": self.n, "by_kind": self.by_kind}
+
+
+def score(problems: list[Problem], outputs: list[str]) -> EvalResult:
+    """Read each output's answer with `extract_answer` and compare it with the problem's answer."""
+    records, per_kind = [], defaultdict(list)
+    for p, text in zip(problems, outputs, strict=True):
+        predicted = extract_answer(text)
+        correct = predicted is not None and predicted == p.answer
+        kind = p.metadata.get("kind", p.source)
+        per_kind[kind].append(correct)
+        records.append({"id": p.id, "kind": kind, "answer": p.answer, "predicted": predicted,
+                        "correct": correct, "output": text})
+    n = len(records)
+    accuracy = sum(r["correct"] for r in records) / n if n else 0.0
+    by_kind = {k: sum(v) / len(v) for k, v in sorted(per_kind.items())}
+    return EvalResult(accuracy=accuracy, n=n, by_kind=by_kind, records=records)
+
+
+def evaluate(model, tokenizer, problems: list[Problem], mode: str = "reasoning",
+             config: GenerationConfig | None = None) -> EvalResult:
+    """Greedy (by default) accuracy of `model` on `problems` in the given prompt mode."""
+    config = config or GenerationConfig()
+    prompts = [build_prompt(tokenizer, p.problem, mode) for p in problems]
+    sampler = sample_with_tools if mode == "tools" else sample_reasoning
+    samples = sampler(model, tokenizer, prompts, config, n_samples=1)
+    return score(problems, [s[0].text for s in samples])
+
+
+def held_out(root_output_dir, source: str = "embedded", limit: int | None = None) -> list[Problem]:
+    """The first `limit` evaluation problems of `source` that notebook 01 wrote (in file order, which is
+    deterministic), so that every notebook scores the same problems."""
+    from pathlib import Path
+
+    from utils.data import load_problems
+
+    path = Path(root_output_dir) / "01_data_prep" / "evaluation.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run notebook 01 first")
+    problems = [p for p in load_problems(path) if p.source == source or p.metadata.get("set") == source]
+    if not problems:
+        raise ValueError(f"no evaluation problems from source {source!r} in {path}")
+    return problems[:limit] if limit else problems

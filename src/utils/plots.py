@@ -1,0 +1,76 @@
+"""The series' plots: one function per figure, each returning the matplotlib Figure (and saving it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+
+def _save(fig, path: str | Path | None):
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def distributions(answers_by_source: dict[str, list[int]], lengths_by_source: dict[str, list[int]],
+                  path: str | Path | None = None):
+    """Answer magnitudes and tokens per example, per source (log scales: the sources differ by orders)."""
+    import math
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for source, answers in answers_by_source.items():
+        ax1.hist([math.log10(abs(a) + 1) for a in answers], bins=30, alpha=0.55, label=source, density=True)
+    ax1.set(xlabel="log10(|answer| + 1)", ylabel="density", title="Integer answers")
+    for source, lengths in lengths_by_source.items():
+        ax2.hist(lengths, bins=30, alpha=0.55, label=source, density=True)
+    ax2.set(xlabel="tokens per training example", ylabel="density", title="Example lengths", xscale="log")
+    ax1.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def loss_curve(log_history: list[dict], path: str | Path | None = None, title: str = "Training loss"):
+    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    if train:
+        ax.plot(*zip(*train), label="train", marker=".")
+    if evals:
+        ax.plot(*zip(*evals), label="validation", marker="o")
+    ax.set(xlabel="step", ylabel="loss", title=title)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def bars(labels: list[str], values: list[float], ylabel: str, title: str, path: str | Path | None = None):
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.bar(labels, values, color=plt.cm.tab10.colors[: len(labels)])
+    for i, v in enumerate(values):
+        ax.text(i, v, f"{v:.2f}", ha="center", va="bottom")
+    ax.set(ylabel=ylabel, title=title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def scatter(points: list[dict], x: str, y: str, label: str, path: str | Path | None = None, logx: bool = False,
+            title: str = "", front: bool = False):
+    """One point per row of `points` (dicts), labelled; with `front`, the Pareto front (max y, min x) drawn."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for p in points:
+        ax.scatter(p[x], p[y], s=30)
+        ax.annotate(str(p[label]), (p[x], p[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if front:
+        best, line = -float("inf"), []
+        for p in sorted(points, key=lambda p: (p[x], -p[y])):
+            if p[y] > best:
+                best = p[y]
+                line.append((p[x], p[y]))
+        if line:
+            ax.step(*zip(*line), where="post", color="gray", linestyle="--", label="Pareto front")
+            ax.legend(fontsize=8)
+    ax.set(xlabel=x, ylabel=y, title=title, xscale="log" if logx else "linear")
+    fig.tight_layout()
+    return _save(fig, path)

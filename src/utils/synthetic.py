@@ -1,0 +1,134 @@
+"""The embedded data set: generated integer-answer word problems with worked solutions.
+
+Two kinds, so that the series can show two different lessons on a model that fits a laptop CPU:
+- `mental`: two-step problems with small numbers, solvable in the head once the model has learned
+  the arithmetic facts (pretraining) and the procedure and answer format (fine-tuning, notebook 02);
+- `compute`: products of a 3-digit and a 2-digit number that a tiny model cannot do in its head,
+  but can solve by writing the expression as code (tool-integrated reasoning, notebook 05).
+
+Each problem carries a reasoning solution and a tool-integrated solution (ToRA's format: a
+```python block, its ```output block, then `\\boxed{}`), so notebook 01 can format both kinds of
+training example. Everything is a pure function of the seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from utils.data import Problem
+
+NAMES = ["Ava", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jo", "Kai", "Lena", "Max", "Nia", "Omar", "Pia"]
+ITEMS = ["apples", "marbles", "stamps", "cards", "shells", "coins", "books", "pens", "stickers", "beads"]
+
+
+def _mental_add_sub(r: random.Random, name: str, item: str):
+    a, b = r.randint(2, 9), r.randint(2, 9)
+    c = r.randint(1, min(9, a + b))
+    text = f"{name} has {a} {item}. {name} buys {b} more and then gives {c} away. How many {item} does {name} have now?"
+    return text, [(a, "+", b), ("_", "-", c)]
+
+
+def _mental_add_add(r: random.Random, name: str, item: str):
+    a, b, c = r.randint(1, 9), r.randint(1, 9), r.randint(1, 9)
+    text = f"{name} collects {a} {item} on Monday, {b} on Tuesday and {c} on Wednesday. How many {item} does {name} collect in total?"
+    return text, [(a, "+", b), ("_", "+", c)]
+
+
+def _mental_sub_add(r: random.Random, name: str, item: str):
+    a = r.randint(10, 18)
+    b = r.randint(a - 9, 9)
+    c = r.randint(1, 9)
+    text = f"{name} had {a} {item} and lost {b} of them. Then {name} won {c} {item}. How many {item} does {name} have?"
+    return text, [(a, "-", b), ("_", "+", c)]
+
+
+def _mental_product(r: random.Random, name: str, item: str):
+    a, b = r.randint(2, 9), r.randint(2, 9)
+    text = f"{name} buys {a} bags with {b} {item} in each bag. How many {item} does {name} buy?"
+    return text, [(a, "*", b)]
+
+
+def _compute_product(r: random.Random, name: str, item: str):
+    a, b = r.randint(101, 999), r.randint(11, 99)
+    text = f"A shop packs {a} {item} into each crate. {name} orders {b} crates. How many {item} does {name} order?"
+    return text, [(a, "*", b)]
+
+
+def _compute_product_sub(r: random.Random, name: str, item: str):
+    a, b = r.randint(101, 999), r.randint(11, 99)
+    c = r.randint(11, 99)
+    text = f"{name} saves {a} {item} every week for {b} weeks and then gives {c} {item} away. How many {item} does {name} have left?"
+    return text, [(a, "*", b), ("_", "-", c)]
+
+
+TEMPLATES: dict[str, list[Callable]] = {
+    "mental": [_mental_add_sub, _mental_add_add, _mental_sub_add, _mental_product],
+    "compute": [_compute_product, _compute_product_sub],
+}
+_OPS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}
+
+
+def _steps(chain):
+    """Evaluate a chain of (left, op, right) steps, '_' standing for the previous result."""
+    steps, value = [], None
+    for left, op, right in chain:
+        left = value if left == "_" else left
+        value = _OPS[op](left, right)
+        steps.append((left, op, right, value))
+    return steps, value
+
+
+def reasoning_solution(steps, answer: int) -> str:
+    lines = [f"{a} {op} {b} = {v}." for a, op, b, v in steps]
+    return " ".join(lines) + f" The answer is \\boxed{{{answer}}}."
+
+
+def tool_solution(steps, answer: int) -> str:
+    a, op, b, _ = steps[0]
+    expr = f"{a} {op} {b}"
+    for _, op, b, _ in steps[1:]:
+        expr = f"({expr}) {op} {b}"
+    return f"```python\nprint({expr})\n```\n```output\n{answer}\n```\nThe answer is \\boxed{{{answer}}}."
+
+
+def make_problem(r: random.Random, kind: str, index: int, split: str) -> Problem:
+    template = r.choice(TEMPLATES[kind])
+    name, item = r.choice(NAMES), r.choice(ITEMS)
+    text, chain = template(r, name, item)
+    steps, answer = _steps(chain)
+    return Problem(
+        id=f"embedded-{split}-{index:05d}",
+        source="embedded",
+        problem=text,
+        solution=reasoning_solution(steps, answer),
+        answer=answer,
+        metadata={"kind": kind, "template": template.__name__.lstrip("_"), "split": split,
+                  "tool_solution": tool_solution(steps, answer)},
+    )
+
+
+def generate_problems(n: int, seed: int = 0, compute_share: float = 0.25, split: str = "all") -> list[Problem]:
+    """`n` problems, `compute_share` of them of the `compute` kind; a pure function of the seed."""
+    r = random.Random(f"{seed}-{split}")
+    kinds = ["compute" if i < round(n * compute_share) else "mental" for i in range(n)]
+    r.shuffle(kinds)
+    return [make_problem(r, kind, i, split) for i, kind in enumerate(kinds)]
+
+
+def arithmetic_facts(seed: int = 0, copies: int = 20, n_big_products: int = 500) -> list[str]:
+    """The pretraining corpus' arithmetic: every fact a mental problem needs (single-digit sums and
+    products, differences up to 18 - 9, and a digit added to 10..18), `copies` times over, plus big
+    products the tiny model sees but cannot learn: a real but limited skill."""
+    digits = range(0, 10)
+    facts = [f"{a} + {b} = {a + b}" for a in digits for b in digits]
+    facts += [f"{a} * {b} = {a * b}" for a in digits for b in digits]
+    facts += [f"{a} - {b} = {a - b}" for a in range(0, 19) for b in digits if b <= a]
+    facts += [f"{a} + {b} = {a + b}" for a in range(10, 19) for b in range(1, 10)]
+    r = random.Random(seed)
+    corpus = facts * copies
+    for _ in range(n_big_products):
+        a, b = r.randint(101, 999), r.randint(11, 99)
+        corpus.append(f"{a} * {b} = {a * b}")
+    r.shuffle(corpus)
+    return corpus

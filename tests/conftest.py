@@ -1,0 +1,27 @@
+"""Fixtures shared by the test files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The folder of public data sets: $DATA_DIR (relative to the repository), else `<repo>/../shared/data`.
+
+    A missing folder fails the test rather than skipping it: real-data checks must not pass silently.
+    """
+    path = Path(os.environ.get("DATA_DIR") or REPO.parent / "shared" / "data")
+    path = path if path.is_absolute() else REPO / path
+    if not path.is_dir():
+        pytest.fail(
+            f"data folder {path} not found: set DATA_DIR to the public data sets "
+            "(see ../shared/data/MANIFEST.md)",
+            pytrace=False,
+        )
+    return path

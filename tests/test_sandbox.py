@@ -1,0 +1,380 @@
+"""utils.sandbox: model-written code runs confined, bounded in time, memory and output, and leaves nothing."""
+
+from __future__ import annotations
+
+import dis
+import os
+import re
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from utils import sandbox
+from utils.sandbox import SandboxConfig, SandboxResult, run_python
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for a reaper counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _gone(pid: int, within: float = 2.0) -> bool:
+    end = time.monotonic() + within  # SIGKILL is delivered asynchronously
+    while time.monotonic() < end:
+        if not _alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _refused(result: SandboxResult) -> bool:
+    return result.error is not None and result.error.startswith("PermissionError: sandbox:")
+
+
+# --- normal runs -------------------------------------------------------------------------------
+
+
+def test_prints_and_reports_success():
+    r = run_python("print(1 + 1)")
+    assert (r.stdout, r.error, r.timed_out, r.returncode, r.truncated) == ("2\n", None, False, 0, False)
+    assert r.ok and 0 < r.duration < 5
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("x = 3\nx * 2", "6\n"),  # REPL style: the last bare expression is printed
+        ("x = 3\n(x +\n 4)", "7\n"),  # an expression over several lines
+        ("print('a')\n5", "a\n"),  # something was printed: the value is not
+        ("None", ""),
+        ("x = 5", ""),
+        ("def f():\n    return 9\nf()", "9\n"),
+        ("'text'", "text\n"),  # printed with print(), like the AIMO 1 winner's loop
+    ],
+)
+def test_last_expression_printed_like_a_repl(code, expected):
+    assert run_python(code).stdout == expected
+
+
+def test_last_expression_can_be_turned_off():
+    assert run_python("1 + 2", print_last_expression=False).stdout == ""
+    assert run_python("1 + 2", SandboxConfig(print_last_expression=False)).stdout == ""
+
+
+def test_sympy_and_numpy_import_under_the_limits():
+    r = run_python("import sympy, numpy\nprint(sympy.factorint(360), int(numpy.arange(5).sum()))", timeout=20)
+    assert (r.stdout, r.error) == ("{2: 3, 3: 2, 5: 1} 10\n", None)
+
+
+def test_the_snippet_is_main_and_exit_works():
+    assert run_python("if __name__ == '__main__':\n    print('main')").stdout == "main\n"
+    r = run_python("print('before')\nexit()\nprint('after')")
+    assert (r.stdout, r.error, r.returncode) == ("before\n", None, 0)
+    r = run_python("import sys\nsys.exit(3)")
+    assert r.returncode == 3 and "3" in r.error
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+def test_syntax_error_names_the_line():
+    r = run_python("x = 1\ny = (")
+    assert r.error.startswith("SyntaxError:") and "line 2" in r.error
+    assert r.returncode == 1 and not r.timed_out
+
+
+def test_exception_message_is_the_error_and_the_traceback_is_the_snippets():
+    r = run_python("print('partial')\ndef f(x):\n    return 1 / x\nf(0)")
+    assert r.stdout == "partial\n"
+    assert r.error == "ZeroDivisionError: division by zero"
+    assert 'File "<snippet>", line 3, in f' in r.stderr and "return 1 / x" in r.stderr
+    assert "<string>" not in r.stderr and "[sandbox-error]" not in r.stderr  # prelude frames, marker hidden
+
+
+def test_deep_recursion_is_an_error_not_a_hang():
+    r = run_python("def f(n):\n    return f(n + 1)\nf(0)")
+    assert r.error.startswith("RecursionError") and r.duration < 4
+
+
+@pytest.mark.parametrize("code", ["\x00", "x = '\ud800'\nprint(x)", "", "print('é∑😀')", "#" * 1_000_000])
+def test_never_raises_on_odd_code(code):
+    r = run_python(code)
+    assert isinstance(r, SandboxResult) and not r.timed_out
+    if code.startswith("print"):
+        assert r.stdout == "é∑😀\n"
+
+
+def test_non_str_code_is_an_error_result():
+    assert run_python(b"print(1)").error == "code must be a str, got bytes"  # type: ignore[arg-type]
+
+
+# --- time, memory, processes, output ------------------------------------------------------------
+
+
+def test_infinite_loop_times_out_and_keeps_partial_output():
+    start = time.monotonic()
+    r = run_python("print('started')\nwhile True:\n    pass", timeout=1)
+    assert time.monotonic() - start < 3
+    assert r.timed_out and r.error == "timed out after 1 s" and r.returncode == -9
+    assert r.stdout == "started\n"
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "x = ' ' * 10**10",
+        "x = []\nwhile True:\n    x.append(bytearray(10**6))",
+        "import numpy\nx = numpy.ones((10**5, 10**5))",
+    ],
+)
+def test_memory_bombs_hit_the_limit(code):
+    r = run_python(code, memory_mb=256, timeout=10)
+    assert r.error.startswith("memory limit exceeded (") and "MemoryError" in r.error and not r.timed_out
+    assert r.duration < 8
+
+
+def test_fork_bomb_is_refused_and_bounded():
+    r = run_python("import os\nwhile True:\n    os.fork()")
+    assert _refused(r) and "os.fork" in r.error
+    start = time.monotonic()  # a bomb that ignores the refusal only spins until the timeout
+    r = run_python("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", timeout=1)
+    assert r.timed_out and time.monotonic() - start < 3
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import subprocess\nsubprocess.run(['true'])",
+        "import os\nos.system('true')",
+        "import os\nos.posix_spawn('/bin/true', ['true'], {})",
+        "import os\nos.execv('/bin/true', ['true'])",
+        "import ctypes\nctypes.CDLL(None).fork()",
+        "import _posixsubprocess\n_posixsubprocess.fork_exec()",
+        "import sys\ndel sys.modules['_posixsubprocess']\nimport _posixsubprocess",
+        "import multiprocessing\nmultiprocessing.Process(target=print).start()",
+    ],
+)
+def test_other_ways_to_start_processes_are_refused(code):
+    r = run_python(code)
+    assert r.error is not None and "PermissionError" in r.error, r
+
+
+def test_output_flood_is_cut_and_killed_quickly():
+    start = time.monotonic()
+    r = run_python("while True:\n    print('x' * 10000)", max_output_chars=200)
+    assert time.monotonic() - start < 3 and not r.timed_out
+    assert r.truncated and r.error.startswith("output truncated") and r.returncode == -9
+    assert r.stdout.startswith("x" * 200) and len(r.stdout) < 260 and r.stdout.endswith("characters]")
+    r = run_python("import sys\nwhile True:\n    sys.stderr.write('y' * 10000)")
+    assert r.error.startswith("output truncated") and len(r.stderr) <= 8 * 1024
+
+
+def test_long_output_of_a_finished_run_is_cut_without_error():
+    r = run_python("print('z' * 5000)\nprint('done')", max_output_chars=100)
+    assert r.error is None and r.truncated and r.stdout.startswith("z" * 100) and "done" not in r.stdout
+
+
+def test_file_size_limit():
+    r = run_python("open('big', 'wb').write(b'x' * (3 << 20))", max_file_mb=1)
+    assert r.error == "OSError: [Errno 27] File too large"
+
+
+def test_rlimits_are_set_and_cannot_be_raised():
+    r = run_python(
+        "import resource as r\nprint(r.getrlimit(r.RLIMIT_AS)[0] >> 20, r.getrlimit(r.RLIMIT_CORE))\n"
+        "r.setrlimit(r.RLIMIT_AS, (r.RLIM_INFINITY, r.RLIM_INFINITY))",
+        memory_mb=300,
+    )
+    assert r.stdout == "300 (0, 0)\n" and _refused(r)
+
+
+# --- what is left behind -----------------------------------------------------------------------
+
+
+# RLIMIT_NPROC counts all the user's tasks: a high cap keeps these tests valid for non-root users
+SUBPROCESSES = SandboxConfig(allow_subprocess=True, max_processes=100_000)
+
+
+def test_children_left_behind_are_killed():
+    code = "import subprocess\nprint(subprocess.Popen(['sleep', '100'], env={}).pid)"  # env={}: only the group kill
+    r = run_python(code, SUBPROCESSES)
+    assert r.error is None and _gone(int(r.stdout))
+    daemon = (  # double fork + setsid: leaves the process group, found by the environment marker
+        "import os, time\nr, w = os.pipe()\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        os.write(w, str(os.getpid()).encode())\n        time.sleep(100)\n    os._exit(0)\n"
+        "print(os.read(r, 20).decode())"
+    )
+    r = run_python(daemon, SUBPROCESSES)
+    assert r.error is None and _gone(int(r.stdout))
+
+
+def test_works_without_pidfd(monkeypatch):
+    monkeypatch.setattr(sandbox, "_pidfd_open", lambda pid: None)  # old kernels: poll with waitid(WNOWAIT)
+    assert run_python("print(6 * 7)").stdout == "42\n"
+    assert run_python("while True:\n    pass", timeout=0.5).timed_out
+    r = run_python("import subprocess\nprint(subprocess.Popen(['sleep', '100']).pid)", SUBPROCESSES)
+    assert r.duration < 2 and _gone(int(r.stdout))
+
+
+def test_sleep_child_refused_by_default():
+    r = run_python("import subprocess\nsubprocess.Popen(['sleep', '100'])")
+    assert _refused(r)
+
+
+def test_working_directory_is_fresh_usable_and_deleted():
+    code = (
+        "import os, tempfile\nopen('a.txt', 'w').write('hi')\nos.mkdir('d')\nos.rename('a.txt', 'd/a.txt')\n"
+        "tempfile.NamedTemporaryFile().write(b'x')\nprint(os.getcwd(), os.listdir('.'), open('d/a.txt').read())"
+    )
+    first, second = run_python(code), run_python(code)
+    assert first.error is None and first.stdout.split()[1:] == ["['d']", "hi"]
+    assert first.stdout.split()[0] != second.stdout.split()[0]
+    assert not Path(first.stdout.split()[0]).exists()
+
+
+# --- confinement -------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def victim(tmp_path):
+    """A file and a folder outside the sandbox that the snippet must not touch."""
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "file.txt").write_text("original")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "open('{new}', 'w').write('x')",
+        "from pathlib import Path\nPath('{new}').write_text('x')",
+        "import os\nos.close(os.open('{new}', os.O_CREAT | os.O_WRONLY))",
+        "open('{file}', 'a').write('x')",
+        "import os\nos.remove('{file}')",
+        "import os\nos.rename('{file}', 'stolen.txt')",
+        "import shutil\nshutil.rmtree('{dir}')",
+        "import shutil\nshutil.copyfile('/etc/hostname', '{new}')",
+        "import os\nos.chmod('{file}', 0o777)",
+        "import os\nos.chdir('{dir}')\nopen('new.txt', 'w')",
+        "import os\nos.symlink('{dir}', 'link')\nopen('link/new.txt', 'w')",
+        "import os\nfd = os.open('{dir}', os.O_RDONLY)\nos.open('new.txt', os.O_CREAT | os.O_WRONLY, dir_fd=fd)",
+        "import sqlite3\nsqlite3.connect('{new}')",
+        "open('../{{}}'.format('x'), 'w')",
+    ],
+)
+def test_writes_outside_are_refused(victim, template):
+    new = victim / "keep" / "new.txt"
+    code = template.format(new=new, file=victim / "keep" / "file.txt", dir=victim / "keep")
+    r = run_python(code)
+    assert r.error is not None and "PermissionError" in r.error, r
+    assert not new.exists() and (victim / "keep" / "file.txt").read_text() == "original"
+    assert oct((victim / "keep" / "file.txt").stat().st_mode)[-3:] != "777"
+
+
+def test_write_escape_to_tmp_and_repo_fails():
+    for target in (Path(f"/tmp/x_sandbox_escape_{uuid.uuid4().hex}"), REPO / f"x_sandbox_escape_{uuid.uuid4().hex}"):
+        r = run_python(f"open({str(target)!r}, 'w').write('pwned')")
+        assert _refused(r) and not target.exists()
+
+
+def test_monkeypatched_builtins_do_not_disable_the_guard(tmp_path):
+    target = tmp_path / "escape.txt"
+    code = (
+        "import builtins, os\nbuiltins.type = lambda x: int\nbuiltins.zip = lambda *a: []\n"
+        "builtins.isinstance = lambda *a: True\nimport posixpath\nposixpath.realpath = lambda p, **k: os.getcwd()\n"
+        f"open({str(target)!r}, 'w')"
+    )
+    assert "PermissionError" in run_python(code).error and not target.exists()
+
+
+def test_guard_functions_use_only_their_parameters():
+    # Globals, builtins and closure cells can be replaced by the snippet; defaults and code cannot.
+    guard = next(c for c in compile(sandbox._PRELUDE, "<prelude>", "exec").co_consts
+                 if getattr(c, "co_name", "") == "_guard")
+    nested = [c for c in guard.co_consts if hasattr(c, "co_code")]
+    assert {c.co_name for c in nested} >= {"hook", "decide", "real", "may_change", "check_open"}
+    for code in nested:
+        bad = [i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_DEREF", "LOAD_NAME")]
+        assert not bad and not code.co_freevars, (code.co_name, bad)
+
+
+def test_guard_internals_cannot_be_reached():
+    code = "import gc\ngc.get_objects()"
+    assert _refused(run_python(code))
+    code = "import sys\ntry:\n    open('/x', 'w')\nexcept PermissionError as e:\n    tb = e.__traceback__\nwhile tb.tb_next:\n    tb = tb.tb_next\nf = tb.tb_frame.f_locals['_decide']\nf.__code__ = (lambda e, a: None).__code__"  # noqa: E501
+    assert _refused(run_python(code))
+
+
+def test_network_is_refused():
+    r = run_python("import socket\nsocket.socket(socket.AF_INET, socket.SOCK_STREAM)")
+    assert _refused(r) and "socket.__new__" in r.error
+    r = run_python("import urllib.request\nurllib.request.urlopen('http://example.com', timeout=1)")
+    assert "sandbox: socket.getaddrinfo is not allowed" in r.error
+
+
+def test_signals_to_other_processes_are_refused():
+    # signal 0 only probes: harmless even if the guard failed
+    assert _refused(run_python("import os\nos.kill(os.getppid(), 0)"))
+    assert _refused(run_python("import os\nos.kill(1, 0)"))
+    assert _refused(run_python("import os\nos.killpg(os.getpgid(os.getppid()), 0)"))
+    assert run_python("import os\nos.kill(os.getpid(), 0)\nprint('self ok')").stdout == "self ok\n"
+
+
+def test_environment_is_not_leaked(monkeypatch):
+    monkeypatch.setenv("AIMO_TEST_SECRET", "hunter2")
+    r = run_python("import os\nprint(os.environ.get('AIMO_TEST_SECRET'), os.environ['HOME'] == os.getcwd())")
+    assert r.stdout == "None True\n"
+    r = run_python("import os\nprint(open(f'/proc/{os.getppid()}/environ', 'rb').read())")
+    assert _refused(r) and "hunter2" not in r.stdout
+    env = run_python("import os\nprint(sorted(os.environ))").stdout
+    assert "AIMO_TEST_SECRET" not in env and "PATH" in env and "OMP_NUM_THREADS" in env
+
+
+# --- concurrency, configuration, speed ----------------------------------------------------------
+
+
+def test_concurrent_calls_from_threads():
+    codes = [f"print({i} * {i})" for i in range(12)] + ["while True:\n    pass", "1 / 0"]
+    fds = len(os.listdir("/proc/self/fd"))
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda c: run_python(c, timeout=2), codes))
+    assert [r.stdout for r in results[:12]] == [f"{i * i}\n" for i in range(12)]
+    assert results[12].timed_out and results[13].error == "ZeroDivisionError: division by zero"
+    assert len(os.listdir("/proc/self/fd")) == fds and threading.active_count() >= 1
+
+
+def test_config_and_keywords():
+    cfg = SandboxConfig(timeout=2.5, max_output_chars=10)
+    assert run_python("print('a' * 50)", cfg).stdout.startswith("a" * 10 + "\n[...")
+    assert run_python("print('a' * 50)", config=cfg, max_output_chars=20).stdout.startswith("a" * 20 + "\n")
+    assert "after 2.5 s" in run_python("while True: pass", config=cfg).error
+    with pytest.raises(ValueError, match=r"SandboxConfig\.memory_mb"):
+        SandboxConfig(memory_mb=0)
+    with pytest.raises(ValueError, match=r"SandboxConfig\.timeout"):
+        run_python("1", timeout=-1)
+
+
+def test_overhead_is_small():
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        assert run_python("print(1 + 1)").stdout == "2\n"
+        times.append(time.perf_counter() - start)
+    assert sorted(times)[2] < 0.5, times  # about 15 ms here; generous for loaded CI machines
+
+
+def test_error_reasons_for_signals():
+    assert sandbox._exit_reason(-24, "") == "CPU time limit exceeded"  # SIGXCPU
+    assert re.match(r"killed by SIGSEGV", sandbox._exit_reason(-11, ""))
+    assert sandbox._exit_reason(2, "usage\nfatal: bad\n") == "fatal: bad"
+    assert sandbox._exit_reason(0, "warning") is None
