@@ -60,3 +60,15 @@ bench: $(STAMP)
 clean:
 	rm -rf outputs cache dist data/prepared .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Kaggle packaging (docs/KAGGLE.md): datasets for the package, the wheels and the data, one kernel folder per
+# notebook, in dist/kaggle. The wheels come from PyPI (KAGGLE_ARGS=--no-wheels to skip); KAGGLE_USER names the owner.
+KAGGLE_USER ?=
+KAGGLE_ARGS ?=
+kaggle: $(STAMP)
+	PYTHONPATH=src $(PY) -m utils.kaggle build --out dist/kaggle $(if $(KAGGLE_USER),--user $(KAGGLE_USER)) \
+	  $(if $(wildcard $(DATA_DIR)),--data-dir $(DATA_DIR)) $(KAGGLE_ARGS)
+
+# Uploads dist/kaggle with the kaggle CLI (needs its credentials); `make kaggle-push KAGGLE_ARGS=--dry-run` prints the commands.
+kaggle-push: $(STAMP)
+	PYTHONPATH=src $(PY) -m utils.kaggle push --dist dist/kaggle $(KAGGLE_ARGS)

@@ -25,3 +25,12 @@ def data_dir() -> Path:
             pytrace=False,
         )
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The embedded tiny model, built on first use (about 1-2 minutes) and cached in `cache/`."""
+    from utils.modeling import quiet_libraries, tiny_model_path
+
+    quiet_libraries()
+    return tiny_model_path(progress=False)

@@ -39,6 +39,18 @@ class Sample:
     new_tokens: int = 0
 
 
+class _Deadline:
+    """A stopping criterion: every sequence stops once `deadline` (a `time.monotonic()` time) passes, so
+    a time budget holds inside a long generate call, not only between calls."""
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+
+    def __call__(self, input_ids, scores, **kwargs):
+        done = time.monotonic() > self.deadline
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
 def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -68,6 +80,10 @@ def generate_texts(model, tokenizer, prompts: list[str], config: GenerationConfi
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if stop_strings:
             kwargs.update(stop_strings=stop_strings, tokenizer=tokenizer)
+        if deadline is not None:
+            from transformers import StoppingCriteriaList
+
+            kwargs.update(stopping_criteria=StoppingCriteriaList([_Deadline(deadline)]))
         with torch.inference_mode():
             out = model.generate(**enc, **kwargs)
         new = out[:, enc["input_ids"].shape[1] :]

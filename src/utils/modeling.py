@@ -45,8 +45,8 @@ class TinyModelConfig:
     batch_size: int = 32
     learning_rate: float = 3e-3
     max_steps: int = 450
-    n_problem_texts: int = 800
-    version: int = 1
+    n_problem_texts: int = 1200
+    version: int = 3
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
@@ -95,11 +95,12 @@ def quiet_libraries() -> None:
 
 
 def pretraining_corpus(config: TinyModelConfig) -> list[str]:
-    """Arithmetic facts and problem statements (no solutions): facts known, procedure not."""
-    from utils.synthetic import arithmetic_facts, generate_problems
+    """Arithmetic facts and chains, problem statements (no solutions) and format snippets: the model can
+    do arithmetic, but has never seen a word problem solved nor a question answered in the chat format."""
+    from utils.synthetic import arithmetic_facts, expression_chains, format_snippets, problem_statements
 
-    texts = [p.problem for p in generate_problems(config.n_problem_texts, seed=config.seed, split="pretrain")]
-    docs = arithmetic_facts(seed=config.seed) + texts
+    texts = problem_statements(config.seed, config.n_problem_texts)
+    docs = arithmetic_facts(seed=config.seed) + expression_chains(config.seed) + texts + format_snippets(config.seed)
     random.Random(config.seed).shuffle(docs)
     return docs
 
@@ -313,6 +314,12 @@ def load_model(name: str, quantization: str = "none", device: str | None = None)
     from transformers import AutoModelForCausalLM
 
     path = resolve_model(name)
+    adapter = adapter_base(path)
+    if adapter:  # a saved PEFT adapter: load its base, then the adapter on top
+        from peft import PeftModel
+
+        base, tokenizer = load_model(adapter, quantization, device)
+        return PeftModel.from_pretrained(base, path).eval(), tokenizer
     dev = torch.device(device) if device else pick_device()
     dtype = pick_dtype(dev)
     model = AutoModelForCausalLM.from_pretrained(
@@ -324,3 +331,11 @@ def load_model(name: str, quantization: str = "none", device: str | None = None)
     )
     model.generation_config.pad_token_id = model.generation_config.pad_token_id or model.config.eos_token_id
     return model, load_tokenizer(path)
+
+
+def adapter_base(path: str) -> str | None:
+    """The base model a saved PEFT adapter folder was trained on, or None if `path` is not an adapter."""
+    config = Path(path) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text())["base_model_name_or_path"]

@@ -14,6 +14,7 @@ training example. Everything is a pure function of the seed.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 
 from utils.data import Problem
@@ -116,7 +117,7 @@ def generate_problems(n: int, seed: int = 0, compute_share: float = 0.25, split:
     return [make_problem(r, kind, i, split) for i, kind in enumerate(kinds)]
 
 
-def arithmetic_facts(seed: int = 0, copies: int = 20, n_big_products: int = 500) -> list[str]:
+def arithmetic_facts(seed: int = 0, copies: int = 12, n_big_products: int = 500) -> list[str]:
     """The pretraining corpus' arithmetic: every fact a mental problem needs (single-digit sums and
     products, differences up to 18 - 9, and a digit added to 10..18), `copies` times over, plus big
     products the tiny model sees but cannot learn: a real but limited skill."""
@@ -132,3 +133,51 @@ def arithmetic_facts(seed: int = 0, copies: int = 20, n_big_products: int = 500)
         corpus.append(f"{a} * {b} = {a * b}")
     r.shuffle(corpus)
     return corpus
+
+
+def format_snippets(seed: int = 0, n: int = 400) -> list[str]:
+    """Text in the formats fine-tuning will use, but never a solved word problem: boxed answers, Python
+    snippets with their output, the two instructions, and short dialogues. A real base model has seen
+    LaTeX, code and chat before its fine-tuning; so has ours, so that fine-tuning teaches the procedure
+    rather than the spelling of `\\boxed`."""
+    from utils.prompts import INSTRUCTIONS
+
+    r = random.Random(f"{seed}-snippets")
+    docs = []
+    for _ in range(n):
+        a, b = r.randint(0, 99), r.randint(0, 99)
+        op = r.choice("+-*")
+        value = _OPS[op](a, b)
+        docs.append(f"The answer is \\boxed{{{r.randint(0, 999)}}}.")
+        docs.append(f"```python\nprint({a} {op} {b})\n```\n```output\n{value}\n```")
+    greetings = ["Hello.", "What is your name?", "Can you help me?", "Thank you.", "Good morning."]
+    replies = ["Hello! How can I help?", "I am a small model.", "Yes, I can help.", "You are welcome.", "Good morning!"]
+    docs += [f"User: {q}\n\nAssistant: {a}" for q, a in zip(greetings, replies)] * 20
+    docs += list(INSTRUCTIONS.values()) * 20
+    return docs
+
+
+def expression_chains(seed: int = 0, n: int = 3000) -> list[str]:
+    """Bare arithmetic worked step by step ("Compute 3 + 4 - 2. 3 + 4 = 7. 7 - 2 = 5."): math text a
+    base model has read, which teaches it to carry numbers into a chain, but not which operations a
+    word problem's words ask for, nor how to answer in the chat format."""
+    r = random.Random(f"{seed}-chains")
+    templates = [t for t in TEMPLATES["mental"]]
+    docs = []
+    for _ in range(n):
+        _, chain = r.choice(templates)(r, "x", "y")
+        steps, _ = _steps(chain)
+        a, op, b, _ = steps[0]
+        expr = f"{a} {op} {b}" + "".join(f" {o} {c}" for _, o, c, _ in steps[1:])
+        docs.append(f"Compute {expr}. " + " ".join(f"{x} {o} {y} = {v}." for x, o, y, v in steps))
+    return docs
+
+
+def problem_statements(seed: int = 0, n: int = 1200) -> list[str]:
+    """Word problems with their numbers listed, but never solved: reading comprehension a base model
+    has, which fine-tuning turns into solving."""
+    docs = []
+    for p in generate_problems(n, seed=seed, split="pretrain"):
+        numbers = [int(t) for t in re.findall(r"\d+", p.problem)]
+        docs.append(f"{p.problem} Numbers: {', '.join(map(str, numbers))}.")
+    return docs

@@ -53,6 +53,7 @@ class TrainingConfig:
     weight_decay: float = 0.0
     max_length: int = 256
     packing: bool = True
+    packing_strategy: str = "wrapped"
     completion_only_loss: bool = True
     gradient_checkpointing: str | bool = "auto"
     eval_steps: int = 100
@@ -119,7 +120,7 @@ def sft_config(config: TrainingConfig, output_dir: str | Path, model, has_eval: 
         weight_decay=config.weight_decay,
         max_length=config.max_length,
         packing=config.packing,
-        packing_strategy="bfd",
+        packing_strategy=config.packing_strategy,
         completion_only_loss=config.completion_only_loss,
         activation_checkpointing=checkpointing,
         eval_strategy="steps" if has_eval else "no",

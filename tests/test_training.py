@@ -1,0 +1,79 @@
+"""Fine-tuning: LoRA trains, checkpoints, and resumes after a kill to the same result."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from utils.modeling import load_model
+from utils.prep import to_example
+from utils.prompts import render_example
+from utils.synthetic import generate_problems
+from utils.training import LoraSettings, TrainingConfig, last_checkpoint, train_sft
+
+pytestmark = pytest.mark.slow
+
+RECIPE = dict(max_steps=8, batch_size=4, learning_rate=2e-3, warmup_steps=2, save_steps=3, eval_steps=100,
+              logging_steps=1, max_length=128)
+
+
+def _rows(tokenizer, n=60):
+    return [render_example(tokenizer, to_example(p, m)) for p in generate_problems(n, split="test") for m in ("reasoning", "tools")]
+
+
+def _train(tiny_model, out_dir, callbacks=()):
+    model, tokenizer = load_model(str(tiny_model))
+    lora = LoraSettings(r=8, alpha=16, dropout=0.0)
+    return train_sft(model, tokenizer, _rows(tokenizer), None, TrainingConfig(**RECIPE), out_dir,
+                     peft_config=lora.peft_config(), callbacks=callbacks)
+
+
+def test_lora_trains_only_the_adapter_and_lowers_the_loss(tiny_model, tmp_path):
+    result = _train(tiny_model, tmp_path / "run")
+    losses = [h["loss"] for h in result.log_history if "loss" in h]
+    assert result.steps == 8 and losses[-1] < losses[0]
+    assert 0 < result.trainable_parameters < result.total_parameters / 5
+    assert result.tokens > 0 and result.tokens_per_second > 0 and result.peak_memory_mb > 0
+    saved = load_file(tmp_path / "run" / "final" / "adapter_model.safetensors")
+    assert saved and all("lora_" in k for k in saved)
+    assert (tmp_path / "run" / "training.json").is_file()
+
+
+KILLER = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {src!r}); sys.path.insert(0, {tests!r})
+    from transformers import TrainerCallback
+    import test_training as t
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 5:
+                os._exit(9)  # a Kaggle session dying: no cleanup, no final save
+
+    t._train({model!r}, {out!r}, callbacks=(Kill(),))
+""")
+
+
+def test_training_killed_part_way_resumes_to_the_same_adapter(tiny_model, tmp_path):
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    script = KILLER.format(src=str(here.parent / "src"), tests=str(here), model=str(tiny_model), out=str(tmp_path / "b"))
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert killed.returncode == 9, killed.stderr[-2000:]
+    assert last_checkpoint(tmp_path / "b").endswith("checkpoint-3")
+    assert not (tmp_path / "b" / "final").exists()
+
+    resumed = _train(tiny_model, tmp_path / "b")
+    assert resumed.resumed_from.endswith("checkpoint-3") and resumed.steps == 8
+    straight = _train(tiny_model, tmp_path / "a")
+    a = load_file(tmp_path / "a" / "final" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "b" / "final" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
