@@ -37,7 +37,7 @@ MODEL = "tiny"  # "tiny" (embedded default), a local path, a hub id, or a Kaggle
 DATA_DIR = "../shared/data"  # raw public data sets; "" = embedded data only
 OUTPUT_DIR = "outputs"
 SEED = 0
-N_EMBEDDED_TRAIN = 3000
+N_EMBEDDED_TRAIN = 6000
 N_EMBEDDED_EVAL = 300
 
 # %%
@@ -104,7 +104,8 @@ for mode in ("reasoning", "tools"):
 
 # %%
 def tokens(example):
-    return len(tokenizer.apply_chat_template(example["messages"], tokenize=True))
+    text = tokenizer.apply_chat_template(example["messages"], tokenize=False)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 by_source = {}
 for e in prep.train:

@@ -20,8 +20,10 @@
 # between DeepSeek-Math-7B training or not fitting at all.
 #
 # The recipe (every knob is in the parameters cell):
-# - **packed batches**: short examples are packed together into full rows (best-fit decreasing), so no
-#   compute is spent on padding;
+# - **packed batches** on a GPU: short examples are packed best-fit-decreasing into padding-free rows whose
+#   positions restart at every example, so no compute goes to padding and no example sees another. On a CPU
+#   we pad instead: without a variable-length attention kernel a packed row costs the square of its length
+#   (`make bench` measures both);
 # - **loss on the answer only**: the prompt's tokens are masked out of the loss;
 # - warm-up then cosine decay, gradient accumulation, gradient checkpointing where it pays (models over
 #   1B parameters), evaluation on the validation split;
@@ -29,7 +31,9 @@
 #   resumes from the last checkpoint.
 #
 # We measure the base model and the tuned model on the same held-out problems with greedy decoding, and
-# read answers with one function (`utils.answers.extract_answer`).
+# read answers with one function (`utils.answers.extract_answer`). Each problem is prompted in the style it
+# is trained in: step-by-step reasoning for *mental* problems, tool-integrated reasoning for *compute*
+# problems (the model writes Python, which runs in the sandbox, and reads back its output).
 #
 # **Kaggle's 2x T4**: `load_model` spreads the layers over both cards (`device_map="auto"`), so a model
 # too large for one card still trains; for data parallelism instead, run this notebook's code as a script
@@ -46,16 +50,17 @@ EVAL_SOURCE = "embedded"  # which held-out problems to score (e.g. "gsm8k" for a
 EVAL_LIMIT = 300
 LORA_R = 16
 LORA_ALPHA = 32
-LORA_DROPOUT = 0.05
+LORA_DROPOUT = 0.0  # 0.05 for a 7B model
 TARGET_MODULES = "all-linear"
-MAX_STEPS = 150
-BATCH_SIZE = 16
+MAX_STEPS = 400
+BATCH_SIZE = 32
 GRAD_ACCUM = 1
-LEARNING_RATE = 2e-3  # LoRA on a tiny model; about 2e-4 for a 7B model
-WARMUP_STEPS = 15
+LEARNING_RATE = 1e-2  # LoRA on a tiny model; about 2e-4 for a 7B model
+WARMUP_STEPS = 5
 MAX_LENGTH = 256
-SAVE_STEPS = 50
-MAX_NEW_TOKENS = 48
+PACKING = "auto"  # packed, padding-free rows on a GPU; padded batches on a CPU (see utils.training)
+SAVE_STEPS = 100
+MAX_NEW_TOKENS = 64
 
 # %%
 import sys
@@ -87,11 +92,12 @@ print(f"model: {model.config.model_type}, {model.num_parameters():,} parameters,
 
 # %% [markdown]
 # ## Before: the base model on held-out problems
-# The base model has seen arithmetic but never a word problem solved in the chat format.
+# The base model can do arithmetic, but has never seen a word problem solved nor a question answered in
+# the chat format.
 
 # %%
 generation = GenerationConfig(max_new_tokens=MAX_NEW_TOKENS)
-before = evaluate(model, tokenizer, eval_problems, "reasoning", generation)
+before = evaluate(model, tokenizer, eval_problems, "auto", generation)
 print(f"base accuracy: {before.accuracy:.3f}", before.by_kind)
 
 # %% [markdown]
@@ -102,7 +108,7 @@ print(f"base accuracy: {before.accuracy:.3f}", before.by_kind)
 lora = LoraSettings(r=LORA_R, alpha=LORA_ALPHA, dropout=LORA_DROPOUT, target_modules=TARGET_MODULES)
 recipe = TrainingConfig(max_steps=MAX_STEPS, batch_size=BATCH_SIZE, gradient_accumulation_steps=GRAD_ACCUM,
                         learning_rate=LEARNING_RATE, warmup_steps=WARMUP_STEPS, max_length=MAX_LENGTH,
-                        save_steps=SAVE_STEPS, eval_steps=SAVE_STEPS, seed=SEED)
+                        packing=PACKING, save_steps=SAVE_STEPS, eval_steps=SAVE_STEPS, seed=SEED)
 result = train_sft(model, tokenizer, train_rows, val_rows, recipe, run.output_dir / "adapter",
                    peft_config=lora.peft_config())
 print(f"trainable parameters: {result.trainable_parameters:,} of {result.total_parameters:,} "
@@ -125,7 +131,7 @@ pd.Series(speed).to_frame("training")
 
 # %%
 tuned = result.model
-after = evaluate(tuned, tokenizer, eval_problems, "reasoning", generation)
+after = evaluate(tuned, tokenizer, eval_problems, "auto", generation)
 print(f"base accuracy {before.accuracy:.3f} -> tuned accuracy {after.accuracy:.3f}")
 pd.DataFrame({"base": before.by_kind, "tuned": after.by_kind}).round(3)
 

@@ -34,3 +34,10 @@ def tiny_model() -> Path:
 
     quiet_libraries()
     return tiny_model_path(progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model):
+    from utils.modeling import load_tokenizer
+
+    return load_tokenizer(str(tiny_model))

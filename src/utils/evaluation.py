@@ -42,12 +42,23 @@ def score(problems: list[Problem], outputs: list[str]) -> EvalResult:
 
 def evaluate(model, tokenizer, problems: list[Problem], mode: str = "reasoning",
              config: GenerationConfig | None = None) -> EvalResult:
-    """Greedy (by default) accuracy of `model` on `problems` in the given prompt mode."""
+    """Greedy (by default) accuracy of `model` on `problems` in the given prompt mode.
+
+    `mode="auto"` prompts each problem in the style it is trained in (`utils.prep.modes_for`):
+    tool-integrated for computation-heavy problems, step-by-step reasoning for the rest.
+    """
+    from utils.prep import modes_for
+
     config = config or GenerationConfig()
-    prompts = [build_prompt(tokenizer, p.problem, mode) for p in problems]
-    sampler = sample_with_tools if mode == "tools" else sample_reasoning
-    samples = sampler(model, tokenizer, prompts, config, n_samples=1)
-    return score(problems, [s[0].text for s in samples])
+    modes = [modes_for(p)[0] if mode == "auto" else mode for p in problems]
+    outputs = [""] * len(problems)
+    for m in sorted(set(modes)):
+        idx = [i for i, pm in enumerate(modes) if pm == m]
+        prompts = [build_prompt(tokenizer, problems[i].problem, m) for i in idx]
+        sampler = sample_with_tools if m == "tools" else sample_reasoning
+        for i, s in zip(idx, sampler(model, tokenizer, prompts, config, n_samples=1)):
+            outputs[i] = s[0].text
+    return score(problems, outputs)
 
 
 def held_out(root_output_dir, source: str = "embedded", limit: int | None = None) -> list[Problem]:

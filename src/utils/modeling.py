@@ -8,6 +8,7 @@ so that the model knows the facts but not how to solve a word problem or answer 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -44,9 +45,9 @@ class TinyModelConfig:
     block_size: int = 128
     batch_size: int = 32
     learning_rate: float = 3e-3
-    max_steps: int = 450
-    n_problem_texts: int = 1200
-    version: int = 3
+    max_steps: int = 600
+    n_problem_texts: int = 3000
+    version: int = 4
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
@@ -81,6 +82,10 @@ def seed_everything(seed: int) -> None:
 
 def quiet_libraries() -> None:
     """No progress bars or chatty warnings in stored notebook outputs."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
@@ -97,10 +102,17 @@ def quiet_libraries() -> None:
 def pretraining_corpus(config: TinyModelConfig) -> list[str]:
     """Arithmetic facts and chains, problem statements (no solutions) and format snippets: the model can
     do arithmetic, but has never seen a word problem solved nor a question answered in the chat format."""
-    from utils.synthetic import arithmetic_facts, expression_chains, format_snippets, problem_statements
+    from utils.synthetic import (
+        arithmetic_facts,
+        copy_sequences,
+        expression_chains,
+        format_snippets,
+        problem_statements,
+    )
 
     texts = problem_statements(config.seed, config.n_problem_texts)
-    docs = arithmetic_facts(seed=config.seed) + expression_chains(config.seed) + texts + format_snippets(config.seed)
+    docs = (arithmetic_facts(seed=config.seed, copies=10) + expression_chains(config.seed) + texts
+            + copy_sequences(config.seed) + format_snippets(config.seed))
     random.Random(config.seed).shuffle(docs)
     return docs
 
@@ -233,20 +245,33 @@ def tiny_model_path(config: TinyModelConfig | None = None, cache_dir: str | os.P
     config = config or TinyModelConfig()
     cache = Path(cache_dir or os.environ.get("AIMO_CACHE_DIR") or project_root() / "cache")
     path = cache / f"tiny-llama-{config.key()}"
-    if (path / "config.json").is_file() and (path / "pretraining.json").is_file():
+    if _is_built(path):
         return path
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".building-"))
-    try:
-        build_tiny_model(config, tmp, progress=progress)
-        if path.exists():  # another process finished first
-            shutil.rmtree(tmp)
-        else:
+    # One builder at a time on this machine, whatever the cache folder: parallel builds on a 2-core CPU
+    # slow each other down twentyfold. The others wait, then reuse the result when they share the cache.
+    with open(Path(tempfile.gettempdir()) / f"aimo-tiny-llama-{config.key()}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _is_built(path):
+            return path
+        shared = project_root() / "cache" / path.name
+        if shared != path and _is_built(shared):  # the same model, already built in the project's cache
+            shutil.copytree(shared, path)
+            return path
+        for stale in cache.glob(f".building-{config.key()}-*"):  # left by a builder that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".building-{config.key()}-"))
+        try:
+            build_tiny_model(config, tmp, progress=progress)
             os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return path
+
+
+def _is_built(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "pretraining.json").is_file()
 
 
 # ---------------------------------------------------------------- loading any model

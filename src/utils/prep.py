@@ -20,11 +20,11 @@ class PrepConfig:
     """Which sets train and which evaluate, how many embedded problems, and the split's seed."""
 
     seed: int = 0
-    n_embedded_train: int = 3000
+    n_embedded_train: int = 6000
     n_embedded_validation: int = 200
     n_embedded_eval: int = 300
     compute_share: float = 0.25
-    train_sets: list = field(default_factory=lambda: ["gsm8k_train", "math_train", "aime", "tora"])
+    train_sets: list = field(default_factory=lambda: ["tora", "gsm8k_train", "math_train", "aime"])  # ToRA first: its tool-integrated copies of MATH problems win the dedup
     eval_sets: list = field(default_factory=lambda: [
         "gsm8k_test", "math500", "aime2025", "aimo_val_aime", "aimo_val_amc", "aimo1_train", "aimo2_reference"])
     validation_share: float = 0.02
@@ -62,11 +62,11 @@ def to_example(problem: Problem, mode: str) -> dict:
 
 
 def modes_for(problem: Problem) -> list[str]:
-    """Reasoning for every problem; tool-integrated where a tool solution exists."""
-    has_tools = bool(problem.metadata.get("tool_solution")) or problem.source == "tora"
-    if problem.source == "tora":
+    """The prompt style a problem is trained in: tool-integrated for problems that need computation
+    (the embedded `compute` kind, ToRA's examples), step-by-step reasoning for the rest."""
+    if problem.source == "tora" or problem.metadata.get("kind") == "compute":
         return ["tools"]
-    return ["reasoning", "tools"] if has_tools else ["reasoning"]
+    return ["reasoning"]
 
 
 def _in_validation(problem_id: str, share: float, seed: int) -> bool:

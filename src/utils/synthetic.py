@@ -3,7 +3,7 @@
 Two kinds, so that the series can show two different lessons on a model that fits a laptop CPU:
 - `mental`: two-step problems with small numbers, solvable in the head once the model has learned
   the arithmetic facts (pretraining) and the procedure and answer format (fine-tuning, notebook 02);
-- `compute`: products of a 3-digit and a 2-digit number that a tiny model cannot do in its head,
+- `compute`: products of two 2-digit numbers, which a tiny model that knows single-digit facts cannot do in its head,
   but can solve by writing the expression as code (tool-integrated reasoning, notebook 05).
 
 Each problem carries a reasoning solution and a tool-integrated solution (ToRA's format: a
@@ -51,13 +51,13 @@ def _mental_product(r: random.Random, name: str, item: str):
 
 
 def _compute_product(r: random.Random, name: str, item: str):
-    a, b = r.randint(101, 999), r.randint(11, 99)
+    a, b = r.randint(11, 99), r.randint(11, 99)
     text = f"A shop packs {a} {item} into each crate. {name} orders {b} crates. How many {item} does {name} order?"
     return text, [(a, "*", b)]
 
 
 def _compute_product_sub(r: random.Random, name: str, item: str):
-    a, b = r.randint(101, 999), r.randint(11, 99)
+    a, b = r.randint(11, 99), r.randint(11, 99)
     c = r.randint(11, 99)
     text = f"{name} saves {a} {item} every week for {b} weeks and then gives {c} {item} away. How many {item} does {name} have left?"
     return text, [(a, "*", b), ("_", "-", c)]
@@ -80,9 +80,16 @@ def _steps(chain):
     return steps, value
 
 
+def _numbers(steps) -> str:
+    """The problem's numbers in order: the first step of every solution, so that the model reads before it
+    computes (a chain of thought a small model can follow)."""
+    numbers = [steps[0][0]] + [b for _, _, b, _ in steps]
+    return "Numbers: " + ", ".join(map(str, numbers)) + "."
+
+
 def reasoning_solution(steps, answer: int) -> str:
     lines = [f"{a} {op} {b} = {v}." for a, op, b, v in steps]
-    return " ".join(lines) + f" The answer is \\boxed{{{answer}}}."
+    return _numbers(steps) + " " + " ".join(lines) + f" The answer is \\boxed{{{answer}}}."
 
 
 def tool_solution(steps, answer: int) -> str:
@@ -90,7 +97,7 @@ def tool_solution(steps, answer: int) -> str:
     expr = f"{a} {op} {b}"
     for _, op, b, _ in steps[1:]:
         expr = f"({expr}) {op} {b}"
-    return f"```python\nprint({expr})\n```\n```output\n{answer}\n```\nThe answer is \\boxed{{{answer}}}."
+    return f"{_numbers(steps)}\n```python\nprint({expr})\n```\n```output\n{answer}\n```\nThe answer is \\boxed{{{answer}}}."
 
 
 def make_problem(r: random.Random, kind: str, index: int, split: str) -> Problem:
@@ -180,4 +187,17 @@ def problem_statements(seed: int = 0, n: int = 1200) -> list[str]:
     for p in generate_problems(n, seed=seed, split="pretrain"):
         numbers = [int(t) for t in re.findall(r"\d+", p.problem)]
         docs.append(f"{p.problem} Numbers: {', '.join(map(str, numbers))}.")
+    return docs
+
+
+def copy_sequences(seed: int = 0, n: int = 3000) -> list[str]:
+    """Number sequences written twice, with words in between: the copying that lets a model carry a
+    problem's numbers into its working (what induction heads do in large models)."""
+    r = random.Random(f"{seed}-copy")
+    filler = ["then", "and", "so", "we", "have", "the", "list", "again", "is"]
+    docs = []
+    for _ in range(n):
+        seq = ", ".join(str(r.randint(0, 999 if r.random() < 0.3 else 20)) for _ in range(r.randint(2, 5)))
+        gap = " ".join(r.choice(filler) for _ in range(r.randint(3, 20)))
+        docs.append(f"List: {seq}. {gap.capitalize()}. Numbers: {seq}.")
     return docs

@@ -1,0 +1,78 @@
+"""Data preparation: embedded problems, real sets, decontamination, formats and deterministic splits."""
+
+from __future__ import annotations
+
+import json
+
+from utils.prep import PrepConfig, prepare, to_example
+from utils.prompts import build_prompt, render_example, solution_for, user_message
+from utils.synthetic import arithmetic_facts, generate_problems
+
+
+def test_generated_problems_are_deterministic_and_correct():
+    a, b = generate_problems(50, seed=3), generate_problems(50, seed=3)
+    assert [p.to_dict() for p in a] == [p.to_dict() for p in b]
+    assert generate_problems(50, seed=4)[0].problem != a[0].problem
+    for p in a:
+        assert p.answer is not None and p.answer >= 0
+        assert p.solution.endswith(f"\\boxed{{{p.answer}}}.")
+        assert f"```output\n{p.answer}\n```" in p.metadata["tool_solution"]
+    kinds = [p.metadata["kind"] for p in generate_problems(400, compute_share=0.25)]
+    assert kinds.count("compute") == 100
+
+
+def test_tool_solutions_run_to_the_answer():
+    from utils.generation import last_code_block
+
+    for p in generate_problems(20, seed=1):
+        code = last_code_block(p.metadata["tool_solution"])
+        assert eval(code.removeprefix("print(").strip()[:-1]) == p.answer  # noqa: S307 - our own generated code
+
+
+def test_pretraining_facts_cover_every_mental_step():
+    facts = set(arithmetic_facts(copies=1, n_big_products=0))
+    for p in generate_problems(300, seed=5, compute_share=0.0):
+        for step in p.solution.split(". ")[1:]:
+            if "=" in step and "boxed" not in step:
+                assert step.strip(". ") in facts, step
+
+
+def test_examples_use_the_deepseek_prompts():
+    p = generate_problems(1, seed=0, compute_share=1.0)[0]
+    tools = to_example(p, "tools")
+    assert tools["messages"][0]["content"] == user_message(p.problem, "tools")
+    assert "integrate natural language reasoning with programs" in tools["messages"][0]["content"]
+    assert tools["messages"][1]["content"] == solution_for(p, "tools") == p.metadata["tool_solution"]
+
+
+def test_render_example_puts_the_space_in_the_completion(tiny_tokenizer):
+    p = generate_problems(1, seed=0)[0]
+    row = render_example(tiny_tokenizer, to_example(p, "reasoning"))
+    assert row["prompt"] == build_prompt(tiny_tokenizer, p.problem, "reasoning")
+    assert row["prompt"].endswith("Assistant:") and row["completion"].startswith(" Numbers:")
+    assert row["completion"].endswith(tiny_tokenizer.eos_token)
+
+
+def test_prepare_with_real_data(data_dir, tmp_path):
+    config = PrepConfig(n_embedded_train=200, n_embedded_validation=20, n_embedded_eval=50)
+    result = prepare(config, data_dir, tmp_path)
+    assert result.raw_counts["gsm8k_train"] == 7473 and result.raw_counts["aime"] == 933
+    assert result.decontamination["dropped_per_set"].get("aimo_val_aime", 0) >= 70
+    train_ids = {e["id"].rsplit("-", 1)[0] for e in result.train}
+    eval_ids = {p.id for p in result.evaluation}
+    assert not train_ids & eval_ids
+    sources = {e["source"] for e in result.train}
+    assert {"embedded", "gsm8k", "math", "tora"} <= sources
+    assert all(e["answer"] is not None for e in result.train)
+    # deterministic: the same files again
+    again = prepare(config, data_dir, tmp_path / "again")
+    assert [e["id"] for e in again.train] == [e["id"] for e in result.train]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["counts"]["train"] == len(result.train)
+
+
+def test_prepare_without_data_uses_embedded_only(tmp_path):
+    result = prepare(PrepConfig(n_embedded_train=100, n_embedded_validation=10, n_embedded_eval=30), None, tmp_path)
+    assert {e["source"] for e in result.train} == {"embedded"}
+    assert len(result.evaluation) == 30
+    assert len(result.train) == 200  # a reasoning and a tool-integrated example per problem
