@@ -3,18 +3,25 @@
 Tool-integrated reasoning follows ToRA and the AIMO 1 winner: generation stops where the model opens
 an output block, the last ```python block runs in the sandbox, its (truncated) output is appended as
 an ```output block, and generation continues, up to a number of code rounds.
+
+Every function takes an optional `deadline` (a `time.monotonic()` time). It holds inside a generate
+call (a stopping criterion checked at every token), between calls, and for the code runs, so that a
+caller's time budget is never overrun by more than one decoding step.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 
 CODE_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 OUTPUT_OPEN = "```output"
+MIN_CODE_SECONDS = 0.2  # below this much time left, a code run is not started
 
 
 @dataclass
@@ -28,6 +35,7 @@ class GenerationConfig:
     max_code_rounds: int = 2
     code_timeout: float = 5.0
     max_output_chars: int = 200
+    code_workers: int = 4  # sandbox runs in parallel (each is its own process)
 
 
 @dataclass
@@ -37,6 +45,7 @@ class Sample:
     text: str
     code_runs: list = field(default_factory=list)
     new_tokens: int = 0
+    timed_out: bool = False  # the deadline cut it short
 
 
 class _Deadline:
@@ -47,12 +56,44 @@ class _Deadline:
         self.deadline = deadline
 
     def __call__(self, input_ids, scores, **kwargs):
-        done = time.monotonic() > self.deadline
+        done = time.monotonic() >= self.deadline
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
 def _device_of(model) -> torch.device:
     return next(model.parameters()).device
+
+
+def past(deadline: float | None) -> bool:
+    """Whether `deadline` (a `time.monotonic()` time, or None for no deadline) has passed."""
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _generate_kwargs(tokenizer, config: GenerationConfig, stop_strings, deadline) -> dict:
+    kwargs = dict(max_new_tokens=config.max_new_tokens, do_sample=config.temperature > 0,
+                  pad_token_id=tokenizer.pad_token_id)
+    if config.temperature > 0:
+        kwargs.update(temperature=config.temperature, top_p=config.top_p)
+    else:  # unset the model's sampling defaults, which would only warn under greedy decoding
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if stop_strings:
+        kwargs.update(stop_strings=stop_strings, tokenizer=tokenizer)
+    if deadline is not None:
+        from transformers import StoppingCriteriaList
+
+        kwargs.update(stopping_criteria=StoppingCriteriaList([_Deadline(deadline)]))
+    return kwargs
+
+
+def _encode(model, tokenizer, chunk: list[str], max_new_tokens: int):
+    """Left-padded ids; a prompt that would overflow the model's context keeps its last tokens (cut here
+    rather than through the tokenizer's truncation side, which training code shares)."""
+    enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(limit, int) and limit > max_new_tokens and enc["input_ids"].shape[1] > limit - max_new_tokens:
+        keep = limit - max_new_tokens
+        enc["input_ids"], enc["attention_mask"] = enc["input_ids"][:, -keep:], enc["attention_mask"][:, -keep:]
+    return enc
 
 
 def generate_texts(model, tokenizer, prompts: list[str], config: GenerationConfig,
@@ -66,28 +107,15 @@ def generate_texts(model, tokenizer, prompts: list[str], config: GenerationConfi
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     results: list[tuple[str, int]] = []
-    sampling = config.temperature > 0
     for start in range(0, len(prompts), config.batch_size):
         chunk = prompts[start : start + config.batch_size]
-        if deadline is not None and time.monotonic() > deadline:
+        if past(deadline):
             results.extend(("", 0) for _ in chunk)
             continue
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(_device_of(model))
-        kwargs = dict(max_new_tokens=config.max_new_tokens, do_sample=sampling, pad_token_id=tokenizer.pad_token_id)
-        if sampling:
-            kwargs.update(temperature=config.temperature, top_p=config.top_p)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if stop_strings:
-            kwargs.update(stop_strings=stop_strings, tokenizer=tokenizer)
-        if deadline is not None:
-            from transformers import StoppingCriteriaList
-
-            kwargs.update(stopping_criteria=StoppingCriteriaList([_Deadline(deadline)]))
+        enc = _encode(model, tokenizer, chunk, config.max_new_tokens).to(_device_of(model))
         with torch.inference_mode():
-            out = model.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1] :]
-        for row in new:
+            out = model.generate(**enc, **_generate_kwargs(tokenizer, config, stop_strings, deadline))
+        for row in out[:, enc["input_ids"].shape[1] :]:
             n = int((row != tokenizer.pad_token_id).sum())
             results.append((tokenizer.decode(row, skip_special_tokens=True), n))
     return results
@@ -98,47 +126,99 @@ def sample_reasoning(model, tokenizer, prompts: list[str], config: GenerationCon
     """`n_samples` completions of every prompt, all prompts and samples batched together."""
     flat = [p for p in prompts for _ in range(n_samples)]
     outs = generate_texts(model, tokenizer, flat, config, deadline=deadline)
-    samples = [Sample(text=t, new_tokens=n) for t, n in outs]
-    return [samples[i * n_samples : (i + 1) * n_samples] for i in range(len(prompts))]
+    cut = past(deadline)
+    samples = [Sample(text=t, new_tokens=n, timed_out=cut) for t, n in outs]
+    return _regroup(samples, len(prompts), n_samples)
+
+
+def _regroup(samples: list[Sample], n_prompts: int, n_samples: int) -> list[list[Sample]]:
+    return [samples[i * n_samples : (i + 1) * n_samples] for i in range(n_prompts)]
 
 
 def last_code_block(text: str) -> str | None:
+    """The last complete ```python block of `text`, or None."""
     blocks = CODE_BLOCK.findall(text)
     return blocks[-1] if blocks else None
 
 
+def pending_code(text: str) -> str | None:
+    """The code to run when `text` stops at an opened output block, else None."""
+    return last_code_block(text) if text.rstrip().endswith(OUTPUT_OPEN) else None
+
+
+def format_output(stdout: str, error: str | None, max_chars: int) -> str:
+    """What the model reads back: stdout (and the error line, if any), cut to `max_chars`."""
+    shown = (stdout + (error or "")).strip()
+    return shown[:max_chars] + (" ..." if len(shown) > max_chars else "")
+
+
+def _sandbox_runner(config: GenerationConfig, deadline: float | None) -> Callable:
+    from utils.sandbox import run_python
+
+    def run_code(code: str):
+        # A code run never outlives the deadline: its timeout shrinks to the time left.
+        timeout = config.code_timeout
+        if deadline is not None:
+            timeout = min(timeout, max(MIN_CODE_SECONDS, deadline - time.monotonic()))
+        return run_python(code, timeout=timeout, max_output_chars=config.max_output_chars)
+
+    return run_code
+
+
+def _run_all(codes: list[str], run_code: Callable, workers: int) -> dict[str, object]:
+    """Run each distinct snippet once (samples often write the same code), several at a time."""
+    unique = list(dict.fromkeys(codes))
+    if workers <= 1 or len(unique) == 1:
+        return {c: run_code(c) for c in unique}
+    with ThreadPoolExecutor(max_workers=min(workers, len(unique))) as pool:
+        return dict(zip(unique, pool.map(run_code, unique), strict=True))
+
+
 def sample_with_tools(model, tokenizer, prompts: list[str], config: GenerationConfig, n_samples: int = 1,
-                      deadline: float | None = None, run_code=None) -> list[list[Sample]]:
+                      deadline: float | None = None, run_code: Callable | None = None) -> list[list[Sample]]:
     """Tool-integrated reasoning: generate until an output block opens, run the code, feed back, go on.
 
-    Every unfinished sample of every prompt advances together in one batched call per round.
+    Every unfinished sample of every prompt advances together in one batched call per round. `run_code`
+    (code -> an object with `.stdout` and `.error`) defaults to `utils.sandbox.run_python`.
     """
-    if run_code is None:
-        from utils.sandbox import run_python
-
-        def run_code(code: str):
-            return run_python(code, timeout=config.code_timeout, max_output_chars=config.max_output_chars)
-
+    run_code = run_code or _sandbox_runner(config, deadline)
     flat_prompts = [p for p in prompts for _ in range(n_samples)]
     samples = [Sample(text="") for _ in flat_prompts]
     active = list(range(len(samples)))
     for round_ in range(config.max_code_rounds + 1):
-        if not active or (deadline is not None and time.monotonic() > deadline):
+        if not active:
+            break
+        if past(deadline):
+            for i in active:
+                samples[i].timed_out = True
             break
         stops = [OUTPUT_OPEN] if round_ < config.max_code_rounds else None
         outs = generate_texts(model, tokenizer, [flat_prompts[i] + samples[i].text for i in active], config,
                               stop_strings=stops, deadline=deadline)
-        still = []
-        for i, (text, n) in zip(active, outs):
+        cut = past(deadline)
+        for i, (text, n) in zip(active, outs, strict=True):
             samples[i].text += text
             samples[i].new_tokens += n
-            code = last_code_block(samples[i].text) if text.rstrip().endswith(OUTPUT_OPEN) else None
-            if code is None:
-                continue
-            result = run_code(code)
-            shown = result.stdout if not result.error else (result.stdout + result.error)
-            samples[i].code_runs.append({"code": code, "stdout": result.stdout, "error": result.error})
-            samples[i].text += "\n" + shown.strip()[: config.max_output_chars] + "\n```\n"
-            still.append(i)
-        active = still
-    return [samples[i * n_samples : (i + 1) * n_samples] for i in range(len(prompts))]
+            samples[i].timed_out |= cut
+        waiting = {i: code for i in active if (code := pending_code(samples[i].text)) is not None}
+        active = _feed_outputs(samples, waiting, run_code, config, deadline)
+    return _regroup(samples, len(prompts), n_samples)
+
+
+def _feed_outputs(samples: list[Sample], waiting: dict[int, str], run_code: Callable, config: GenerationConfig,
+                  deadline: float | None) -> list[int]:
+    """Run the waiting samples' code and append each output block; returns the samples that go on."""
+    if not waiting:
+        return []
+    if deadline is not None and deadline - time.monotonic() < MIN_CODE_SECONDS:
+        for i in waiting:
+            samples[i].timed_out = True
+        return []
+    results = _run_all(list(waiting.values()), run_code, config.code_workers)
+    for i, code in waiting.items():
+        result = results[code]
+        samples[i].code_runs.append({"code": code, "stdout": result.stdout, "error": result.error})
+        # The model may or may not have written the newline after "```output": normalize it away.
+        shown = format_output(result.stdout, result.error, config.max_output_chars)
+        samples[i].text = samples[i].text.rstrip() + "\n" + shown + "\n```\n"
+    return list(waiting)

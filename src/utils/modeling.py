@@ -92,6 +92,13 @@ def quiet_libraries() -> None:
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.utils.logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
     for name in ("bitsandbytes", "bitsandbytes.backends.cpu.ops", "accelerate", "peft", "trl"):
         logging.getLogger(name).setLevel(logging.ERROR)
 

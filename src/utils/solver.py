@@ -3,99 +3,369 @@
 As the AIMO winners did: sample in batched waves, read each sample's answer, majority-vote, stop early
 once the vote cannot change (or enough samples agree), and always answer (a fallback when nothing
 parses). Sampling is seeded per problem, so a run is reproducible whatever order problems come in.
+A wave is not started when the last one shows it could not finish before the deadline: the time it
+would waste flows to the problems still to come (see `utils.budget.TimeBudget`).
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import hashlib
+import logging
+import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from utils.answers import extract_answer, majority_vote, normalize_for_competition, vote_is_decided
-from utils.generation import GenerationConfig, sample_reasoning, sample_with_tools
-from utils.prompts import build_prompt
+from utils.answers import (
+    COMPETITION_RANGES,
+    extract_answer,
+    majority_vote,
+    normalize_for_competition,
+    vote_is_decided,
+)
+from utils.generation import GenerationConfig, Sample, past, sample_reasoning, sample_with_tools
+from utils.prompts import MODES, build_prompt
+
+log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SolverConfig:
     """How to solve: prompt mode, samples, decoding, code rounds, early stop, answer range."""
 
     mode: str = "tools"  # "reasoning" or "tools"
     samples: int = 8
-    wave_size: int = 8  # samples per batched generate call
-    temperature: float = 0.7
+    wave_size: int = 8  # samples drawn per problem before the vote is checked
+    batch_size: int = 64  # most sequences in one generate call (solve_batch packs many problems' waves)
+    temperature: float = 0.7  # used when samples > 1; a single sample is greedy
     top_p: float = 0.95
     max_new_tokens: int = 96
     max_code_rounds: int = 2
     code_timeout: float = 5.0
     min_votes: int | None = None  # stop once this many samples agree (None: only when the vote is decided)
-    competition: str = "aimo3"
-    fallback: int = 0
+    competition: str = "aimo3"  # the answer range: mod 1000 (aimo1, aimo2) or 0..99999 (aimo3)
+    fallback: int = 0  # the answer when no sample's answer parses
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"SolverConfig.mode: expected one of {MODES}, got {self.mode!r}")
+        for name in ("samples", "wave_size", "batch_size", "max_new_tokens"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"SolverConfig.{name}: expected an int >= 1, got {getattr(self, name)!r}")
+        if self.competition not in COMPETITION_RANGES:
+            raise ValueError(f"SolverConfig.competition: expected one of {sorted(COMPETITION_RANGES)}, "
+                             f"got {self.competition!r}")
+        if self.min_votes is not None and self.min_votes < 1:
+            raise ValueError(f"SolverConfig.min_votes: expected None or an int >= 1, got {self.min_votes!r}")
 
     def generation(self) -> GenerationConfig:
         return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature if self.samples > 1 else 0.0,
-                                top_p=self.top_p, batch_size=self.wave_size, max_code_rounds=self.max_code_rounds,
+                                top_p=self.top_p, batch_size=self.batch_size, max_code_rounds=self.max_code_rounds,
                                 code_timeout=self.code_timeout)
 
 
 @dataclass
 class Solution:
+    """One problem's answer and how it was reached."""
+
     answer: int
-    votes: dict
-    samples: int
+    votes: dict  # answer -> samples that gave it (first-seen order)
+    samples: int  # samples drawn
     seconds: float
-    outputs: list = field(default_factory=list)
-    stopped_early: bool = False
-    timed_out: bool = False
+    outputs: list = field(default_factory=list)  # every sample's text
+    answers: list = field(default_factory=list)  # every sample's normalized answer (None: unparsed)
+    stopped_early: bool = False  # the vote was decided before all samples were drawn
+    timed_out: bool = False  # the deadline cut sampling short
+    error: str | None = None  # a wave failed; the answer is the vote of the samples drawn before it
+
+
+class _Ballot:
+    """One problem's samples and votes as its waves arrive."""
+
+    def __init__(self, config: SolverConfig):
+        self.config = config
+        self.outputs: list[str] = []
+        self.answers: list[int | None] = []
+        self.timed_out = False
+        self.stopped_early = False
+        self.error: str | None = None
+
+    @property
+    def left(self) -> int:
+        return self.config.samples - len(self.answers)
+
+    def add(self, wave: Sequence[Sample]) -> None:
+        for sample in wave:
+            self.outputs.append(sample.text)
+            self.answers.append(read_answer(sample.text, self.config.competition))
+            self.timed_out |= sample.timed_out
+        vote = majority_vote(self.answers, fallback=self.config.fallback)
+        if self.left > 0 and vote_is_decided(vote, self.left, self.config.min_votes):
+            self.stopped_early = True
+
+    @property
+    def open(self) -> bool:
+        return self.left > 0 and not (self.stopped_early or self.timed_out or self.error)
+
+    def solution(self, seconds: float) -> Solution:
+        vote = majority_vote(self.answers, fallback=self.config.fallback)
+        return Solution(answer=vote.answer, votes=dict(vote.counts), samples=len(self.answers), seconds=seconds,
+                        outputs=self.outputs, answers=self.answers, stopped_early=self.stopped_early,
+                        timed_out=self.timed_out, error=self.error)
+
+
+def read_answer(text: str, competition: str) -> int | None:
+    """A sample's answer as the competition would score it (None: no answer, or out of range)."""
+    return normalize_for_competition(extract_answer(text), competition)
+
+
+def seed_for_problem(problem: str, seed: int) -> int:
+    """Seed torch from the problem's text and the run's seed: the same problem gets the same samples
+    whatever came before it (Kaggle serves problems in a random order)."""
+    digest = hashlib.sha256(f"{seed}:{problem}".encode()).digest()
+    value = int.from_bytes(digest[:8], "big") % 2**63
+    torch.manual_seed(value)
+    return value
 
 
 class Solver:
-    """`solver(problem, deadline) -> int`: the interface `utils.submission` drives."""
+    """`solver(problem, deadline) -> int`: the interface `utils.submission` drives.
 
-    def __init__(self, model, tokenizer, config: SolverConfig | None = None):
-        self.model, self.tokenizer, self.config = model, tokenizer, config or SolverConfig()
+    `model` and `tokenizer` may be given, or loaded on first use by `loader() -> (model, tokenizer)`
+    (so that, on a Kaggle rerun, the model loads inside the first `predict` call).
+    """
+
+    def __init__(self, model=None, tokenizer=None, config: SolverConfig | None = None,
+                 loader: Callable[[], tuple] | None = None):
+        if model is None and loader is None:
+            raise ValueError("Solver needs a model (and tokenizer) or a loader")
+        self._model, self._tokenizer, self._loader = model, tokenizer, loader
+        self.config = config or SolverConfig()
+        self.load_seconds: float | None = None
+
+    # ------------------------------------------------------------------ the model, loaded on first use
+
+    def loaded(self) -> Solver:
+        """Load the model now if it is not loaded yet; returns self (a `solver_factory` for run_submission)."""
+        if self._model is None:
+            start = time.monotonic()
+            self._model, self._tokenizer = self._loader()
+            self.load_seconds = time.monotonic() - start
+        return self
+
+    @property
+    def model(self):
+        return self.loaded()._model
+
+    @property
+    def tokenizer(self):
+        return self.loaded()._tokenizer
+
+    def with_config(self, **changes) -> Solver:
+        """A solver sharing this one's model (loaded once) with some settings changed."""
+        other = Solver.__new__(Solver)
+        other.__dict__.update(self.__dict__)
+        other.config = dataclasses.replace(self.config, **changes)
+        if self._model is None:  # share the load: the other solver asks this one for the model
+            other._loader = lambda: (self.model, self.tokenizer)
+        return other
+
+    # ------------------------------------------------------------------ solving
 
     def __call__(self, problem: str, deadline: float | None = None) -> int:
         return self.solve(problem, deadline).answer
 
     def solve(self, problem: str, deadline: float | None = None) -> Solution:
+        """Vote over up to `config.samples` samples drawn in waves, stopping early or at `deadline`."""
         cfg, start = self.config, time.monotonic()
-        _seed_for(problem, cfg.seed)
-        prompt = build_prompt(self.tokenizer, problem, cfg.mode)
-        sampler = sample_with_tools if cfg.mode == "tools" else sample_reasoning
-        answers, outputs, stopped_early, timed_out = [], [], False, False
-        while len(answers) < cfg.samples:
-            if deadline is not None and time.monotonic() >= deadline:
-                timed_out = True
+        model, tokenizer = self.model, self.tokenizer
+        seed_for_problem(problem, cfg.seed)
+        prompt = build_prompt(tokenizer, problem, cfg.mode)
+        ballot, wave_seconds = _Ballot(cfg), 0.0
+        while ballot.open:
+            if past(deadline) or (ballot.answers and time.monotonic() + wave_seconds > deadline_or_inf(deadline)):
+                ballot.timed_out = True  # no time for another wave like the last one
                 break
-            n = min(cfg.wave_size, cfg.samples - len(answers))
-            wave = sampler(self.model, self.tokenizer, [prompt], cfg.generation(), n_samples=n, deadline=deadline)[0]
-            for sample in wave:
-                outputs.append(sample.text)
-                answers.append(normalize_for_competition(extract_answer(sample.text), cfg.competition))
-            vote = majority_vote(answers, fallback=cfg.fallback)
-            if len(answers) < cfg.samples and vote_is_decided(vote, cfg.samples - len(answers), cfg.min_votes):
-                stopped_early = True
+            began = time.monotonic()
+            try:
+                wave = self._sample(model, tokenizer, [prompt], min(cfg.wave_size, ballot.left), deadline)[0]
+            except Exception as e:  # e.g. out of memory as contexts grow: keep the votes already in
+                if not ballot.answers:
+                    raise
+                ballot.error = f"{type(e).__name__}: {e}"
+                log.warning("a wave failed after %d samples; voting on those: %s", len(ballot.answers), e)
                 break
-        vote = majority_vote(answers, fallback=cfg.fallback)
-        return Solution(answer=vote.answer, votes=dict(vote.counts), samples=len(answers),
-                        seconds=time.monotonic() - start, outputs=outputs, stopped_early=stopped_early,
-                        timed_out=timed_out)
+            wave_seconds = max(wave_seconds, time.monotonic() - began)
+            ballot.add(wave)
+        return ballot.solution(time.monotonic() - start)
+
+    def solve_batch(self, problems: Sequence[str], deadline: float | None = None) -> list[Solution]:
+        """Solve many problems together: each wave samples every undecided problem in one batched call.
+
+        Faster than `solve` one by one where a batch is cheap (a CPU, a GPU with memory to spare), and the
+        same votes and early stops; the samples depend on the whole list (one seed for the batch).
+        """
+        if not problems:
+            return []
+        cfg, start = self.config, time.monotonic()
+        model, tokenizer = self.model, self.tokenizer
+        seed_for_problem("\n".join(problems), cfg.seed)
+        prompts = [build_prompt(tokenizer, p, cfg.mode) for p in problems]
+        ballots = [_Ballot(cfg) for _ in problems]
+        while (todo := [i for i, b in enumerate(ballots) if b.open]) and not past(deadline):
+            n = min(cfg.wave_size, max(ballots[i].left for i in todo))
+            waves = self._sample(model, tokenizer, [prompts[i] for i in todo], n, deadline)
+            for i, wave in zip(todo, waves, strict=True):
+                ballots[i].add(wave[: ballots[i].left])
+        for b in ballots:
+            b.timed_out |= b.open and past(deadline)
+        seconds = (time.monotonic() - start) / max(len(problems), 1)
+        return [b.solution(seconds) for b in ballots]
+
+    def _sample(self, model, tokenizer, prompts: list[str], n: int, deadline: float | None) -> list[list[Sample]]:
+        sampler = sample_with_tools if self.config.mode == "tools" else sample_reasoning
+        return sampler(model, tokenizer, prompts, self.config.generation(), n_samples=n, deadline=deadline)
 
 
-def _seed_for(problem: str, seed: int) -> None:
-    digest = hashlib.sha256(f"{seed}:{problem}".encode()).digest()
-    torch.manual_seed(int.from_bytes(digest[:8], "big") % 2**63)
+def deadline_or_inf(deadline: float | None) -> float:
+    return float("inf") if deadline is None else deadline
 
 
 def build_solver(model: str, mode: str = "tools", samples: int = 8, seed: int = 0, quantization: str = "none",
-                 competition: str = "aimo3", **overrides) -> Solver:
-    """Load `model` (a name, folder, Kaggle Model, or a saved adapter folder) and wrap it in a Solver."""
+                 competition: str = "aimo3", lazy: bool = False, **overrides) -> Solver:
+    """A Solver for `model`: a name, folder, Kaggle Model, a saved adapter folder, or notebook 04's output
+    folder (its `choice.json` then names the model and its quantization, and `quantization` is ignored).
+
+    `lazy=True` defers loading to the first use (or `solver.loaded()`); other keywords set `SolverConfig` fields.
+    """
+    config = SolverConfig(mode=mode, samples=samples, seed=seed, competition=competition, **overrides)
+    solver = Solver(config=config, loader=lambda: load_submission_model(model, quantization))
+    return solver if lazy else solver.loaded()
+
+
+CHOICE_FILE = "choice.json"  # notebook 04's record of the model chosen for submission
+
+
+def load_submission_model(model: str, quantization: str = "none") -> tuple:
+    """(model, tokenizer): notebook 04's choice when `model` is a folder holding its choice file, else
+    `utils.modeling.load_model(model, quantization)`."""
+    if (Path(model) / CHOICE_FILE).is_file():
+        from utils.quantization import load_choice
+
+        loaded, tokenizer, _ = load_choice(model)
+        return loaded, tokenizer
     from utils.modeling import load_model
 
-    loaded, tokenizer = load_model(model, quantization)
-    config = SolverConfig(mode=mode, samples=samples, seed=seed, competition=competition, **overrides)
-    return Solver(loaded, tokenizer, config)
+    return load_model(model, quantization)
+
+
+# ---------------------------------------------------------------------------------------------- notebook helpers
+
+
+def score_solutions(problems: Sequence, solutions: Sequence[Solution], competition: str = "aimo3"):
+    """Accuracy of the solutions' answers against the problems' (`utils.data.Problem`), overall and by kind.
+
+    The truth is normalized like the answers (AIMO 1/2: mod 1000), so a problem scores as the competition would.
+    """
+    from collections import defaultdict
+
+    from utils.evaluation import EvalResult
+
+    records, per_kind = [], defaultdict(list)
+    for p, s in zip(problems, solutions, strict=True):
+        truth = normalize_for_competition(p.answer, competition)
+        correct = s.answer == truth and bool(s.votes)  # a fallback answer never counts as solved
+        kind = p.metadata.get("kind", p.source)
+        per_kind[kind].append(correct)
+        records.append({"id": p.id, "kind": kind, "answer": p.answer, "predicted": s.answer, "correct": correct,
+                        "votes": s.votes, "samples": s.samples, "output": s.outputs[0] if s.outputs else ""})
+    n = len(records)
+    by_kind = {k: sum(v) / len(v) for k, v in sorted(per_kind.items())}
+    return EvalResult(accuracy=sum(r["correct"] for r in records) / n if n else 0.0, n=n, by_kind=by_kind,
+                      records=records)
+
+
+def evaluation_problems(root_output_dir: str | os.PathLike, source: str = "embedded", limit: int | None = None) -> list:
+    """Notebook 01's held-out problems, or none on a competition rerun or when 01's output is absent
+    (a submission notebook must still run to its submission then)."""
+    from utils.evaluation import held_out
+    from utils.gateway import is_competition_rerun
+
+    if is_competition_rerun():
+        return []
+    try:
+        return held_out(root_output_dir, source, limit)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"no held-out problems to compare on ({e}); skipping the comparison")
+        return []
+
+
+def write_problems_csv(problems: Sequence, path: str | os.PathLike) -> Path:
+    """Problems (`utils.data.Problem`) as a Kaggle problems CSV (`id, problem, answer`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "problem", "answer"])
+        writer.writerows([p.id, p.problem, p.answer] for p in problems)
+    return path
+
+
+KAGGLE_FILES = {"aimo1": "kaggle/aimo1/train.csv", "aimo2": "kaggle/aimo2/reference.csv",
+                "aimo3": "kaggle/aimo3/reference.csv"}
+
+
+def local_problems_csv(data_dir: str | os.PathLike | None, competition: str, fallback: Sequence = (),
+                       out_dir: str | os.PathLike = ".") -> Path | None:
+    """The problems a local run of the gateway answers, the first that exists of: the competition's public
+    problems with answers in DATA_DIR (AIMO 3's absent: AIMO 2's, the same format); None when the
+    competition is attached (the gateway then reads its `test.csv`, as on Kaggle); else the `fallback`
+    problems written to `out_dir/problems.csv`."""
+    from utils.gateway import competition_spec
+    from utils.paths import find_competition_dir
+
+    for name in (KAGGLE_FILES[competition], KAGGLE_FILES["aimo2"]):
+        if data_dir and (Path(data_dir) / name).is_file():
+            return Path(data_dir) / name
+    if find_competition_dir(competition_spec(competition).slug):
+        return None
+    if not fallback:
+        raise FileNotFoundError(f"no problems for a local {competition} run: no DATA_DIR/{KAGGLE_FILES[competition]}, "
+                                "no attached competition, and no fallback problems")
+    return write_problems_csv(fallback, Path(out_dir) / "problems.csv")
+
+
+def budget_schedule(total_seconds: float, seconds_taken: Sequence[float], reserve_fraction: float = 0.1) -> list[dict]:
+    """How `TimeBudget` shares a budget when the problems take `seconds_taken` (a simulated clock):
+    each problem's share, what it used, and what was left for the problems after it."""
+    from utils.budget import TimeBudget
+
+    now = [0.0]
+    budget = TimeBudget(total_seconds, len(seconds_taken), reserve_fraction, clock=lambda: now[0])
+    rows = []
+    for k, took in enumerate(seconds_taken):
+        share = budget.start_problem() - now[0]
+        now[0] += min(took, share)
+        budget.finish_problem()
+        rows.append({"problem": k + 1, "share_s": round(share, 1), "used_s": round(min(took, share), 1),
+                     "left_s": round(budget.seconds_left(), 1)})
+    return rows
+
+
+def submission_model(model: str, adapter: str, root_output_dir: str | os.PathLike) -> str:
+    """What to submit. `adapter` "auto": notebook 04's chosen model if it exists, else notebook 02's adapter,
+    else the base `model` alone; "" : the base model; anything else: that folder."""
+    if adapter != "auto":
+        return adapter or model
+    root = Path(root_output_dir)
+    for folder, marker in ((root / "04_quantized_inference", CHOICE_FILE),
+                           (root / "02_lora_sft" / "adapter" / "final", "adapter_config.json")):
+        if (folder / marker).is_file():
+            return str(folder)
+    return model

@@ -168,6 +168,9 @@ def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | 
     args = sft_config(config, output_dir, model, has_eval=eval_ds is not None)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # logs go to log_history and the loss plot, not to stdout
     resume = last_checkpoint(output_dir)
     with measure(next(trainer.model.parameters()).device) as m:
         trainer.train(resume_from_checkpoint=resume)

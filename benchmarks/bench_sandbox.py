@@ -1,0 +1,76 @@
+"""The sandbox: code executions per second of `utils.sandbox.run_python` against a bare subprocess.
+
+Both sides start a fresh interpreter per snippet (what tool-integrated reasoning needs: no state leaks from
+one sample's code to the next). The sandbox adds its limits, audit hooks, temporary folder and process-group
+cleanup; the baseline is `subprocess.run([sys.executable, "-c", code])` with nothing of that. The ratio
+says what the isolation costs per run. Sides alternate within each repeat; the median repeat is reported.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+
+from benchmarks.common import make_result, median, row, timed_repeats
+
+SNIPPET = "print(422 * 98 - 88)"  # what the tuned model writes for a compute problem
+EXPECTED = "41268"
+
+
+@dataclass(frozen=True)
+class SandboxBench:
+    """Sizes of one sandbox benchmark (the defaults take about 15 seconds on 2 cores)."""
+
+    calls: int = 20  # snippet runs per side per repeat
+    repeats: int = 3
+    warmup: int = 2
+
+
+def _sides(calls: int) -> dict:
+    from utils.sandbox import run_python
+
+    def sandboxed() -> dict:
+        for _ in range(calls):
+            result = run_python(SNIPPET)
+            if result.error or result.stdout.strip() != EXPECTED:
+                raise RuntimeError(
+                    f"sandbox run of {SNIPPET!r} gave {result.stdout!r}, error {result.error!r}"
+                )
+        return {"calls": calls}
+
+    def bare() -> dict:
+        for _ in range(calls):
+            done = subprocess.run([sys.executable, "-c", SNIPPET], capture_output=True, text=True, timeout=30)
+            if done.returncode or done.stdout.strip() != EXPECTED:
+                raise RuntimeError(
+                    f"bare run of {SNIPPET!r} gave {done.stdout!r}, stderr {done.stderr[-500:]!r}"
+                )
+        return {"calls": calls}
+
+    return {"sandbox": sandboxed, "bare_subprocess": bare}
+
+
+def bench_sandbox(bench: SandboxBench | None = None) -> dict:
+    """`run_python` vs a bare `subprocess.run`; returns the result dict (see common)."""
+    bench = bench or SandboxBench()
+    for side in _sides(bench.warmup).values():  # page cache, imports: not timed
+        side()
+    runs = timed_repeats(_sides(bench.calls), bench.repeats)
+    rates = {name: median([r["calls"] / r["seconds"] for r in rs]) for name, rs in runs.items()}
+    ms = {name: 1000 / rate for name, rate in rates.items()}
+    rows = [
+        row("executions per second", rates["sandbox"], rates["bare_subprocess"], "runs/s"),
+        row("milliseconds per execution", ms["sandbox"], ms["bare_subprocess"], "ms"),
+    ]
+    overhead_ms = ms["sandbox"] - ms["bare_subprocess"]
+    settings = asdict(bench) | {"snippet": SNIPPET, "python": sys.executable}
+    return make_result(
+        "sandbox",
+        "run_python vs bare subprocess.run, one fresh interpreter per snippet",
+        settings,
+        rows,
+        None,
+        overhead_ms_per_execution=overhead_ms,
+        repeats=runs,
+    )

@@ -1,0 +1,227 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · The AIMO submission: tool use, voting, a time budget, the competition's gateway
+#
+# This is the notebook you submit. On Kaggle's rerun it is given hidden problems one at a time, and it
+# must **never crash, never run out of time, and always answer** with an integer in the competition's
+# range. Four ideas from the AIMO winners make a tuned model into a submission:
+#
+# 1. **Tool-integrated reasoning** (ToRA, the AIMO 1 winner): the model writes a ```python block and
+#    opens an ```output block; generation stops there, the code runs in a sandbox, its output is
+#    appended, and the model goes on reading real numbers instead of inventing them. Arithmetic a model
+#    cannot do in its head becomes one line of code.
+# 2. **Self-consistency**: draw many samples per problem (batched, one `generate` call per wave) and
+#    take the **majority vote** of their answers; stop early once the vote cannot change, break ties
+#    deterministically, and fall back to a fixed answer when no sample's answer parses.
+# 3. **A time budget**: the run has one wall-clock limit (AIMO 2/3: 5 h for 50 problems). Each problem
+#    gets an equal share of what is left after a safety reserve, so time an easy problem does not use
+#    flows to later ones, and the deadline is enforced *inside* generation (a stopping criterion checked
+#    at every token), so a long sample cannot overrun it.
+# 4. **The competition's API**: AIMO 2 and 3 call a function named `predict(id_, problem)` that returns
+#    a one-row DataFrame; AIMO 1 loops over `env.iter_test()`. Locally the same code runs through a local
+#    gateway with the same contract; on the rerun it is served to Kaggle. The model loads lazily, inside
+#    the first `predict` call, so that the server is up within Kaggle's 15-minute startup limit.
+#
+# Answers are read with `utils.answers.extract_answer` and fitted to the competition: AIMO 1 and 2 take
+# the answer **mod 1000**; AIMO 3 takes 0–99999 as it is (an out-of-range answer is not a vote).
+#
+# On the embedded default, we score greedy reasoning, a majority vote, and tool-integrated reasoning on
+# the same held-out problems (the *compute* kind, a 3-digit times a 2-digit number, is out of reach of
+# the tiny model's mental arithmetic but not of the code it writes), then run the submission through the
+# local gateway on the public Kaggle AIMO problems within a stated time budget.
+
+# %% tags=["parameters"]
+MODEL = "tiny"  # the base model: "tiny", a local folder, a hub id, or a Kaggle Model handle
+ADAPTER = "auto"  # "auto": notebook 04's chosen model, else notebook 02's adapter; a folder; empty: the base alone
+QUANTIZATION = "none"  # "none", "8bit", "4bit" for MODEL or ADAPTER (notebook 04's choice names its own)
+COMPETITION = "aimo3"  # "aimo1", "aimo2" or "aimo3": the answer range, and the API served on a rerun
+DATA_DIR = "../shared/data"
+OUTPUT_DIR = "outputs"
+SEED = 0
+EVAL_SOURCE = "embedded"  # held-out problems from notebook 01 for the comparison
+EVAL_LIMIT = 100
+MODE = "tools"  # the submission's mode: "tools" or "reasoning"
+SAMPLES = 8  # samples per problem for the vote
+WAVE_SIZE = 4  # samples per batched generate call; the vote may stop after any wave
+TEMPERATURE = 0.7
+MAX_NEW_TOKENS = 48  # per generate call (a 7B model needs about 1024)
+MAX_CODE_ROUNDS = 2  # code blocks run per sample
+TIME_BUDGET = 120  # seconds for the local gateway run (on a Kaggle rerun: the competition's limit)
+
+# %%
+import sys
+from pathlib import Path
+
+sys.path[:0] = [str(p) for p in [Path("../src"), *Path("/kaggle/input").glob("*/src")] if p.is_dir()]
+
+# %%
+from dataclasses import asdict
+
+import pandas as pd
+
+from utils import notebooks, plots
+from utils.gateway import competition_spec, is_competition_rerun
+from utils.io import write_metrics
+from utils.solver import (
+    budget_schedule,
+    build_solver,
+    evaluation_problems,
+    local_problems_csv,
+    score_solutions,
+    submission_model,
+)
+from utils.submission import run_submission
+
+run = notebooks.start("05_submission", OUTPUT_DIR, DATA_DIR, SEED)
+RERUN = is_competition_rerun()  # True only while Kaggle reruns the notebook on the hidden problems
+
+# %% [markdown]
+# ## The solver
+# `build_solver(..., lazy=True)` wraps the model in a `Solver` without loading it: the first use loads
+# it (here the comparison below; on a rerun, the first `predict` call). The submission's settings:
+
+# %%
+model_path = submission_model(MODEL, ADAPTER, run.root_output_dir)
+solver = build_solver(model_path, mode=MODE, samples=SAMPLES, seed=SEED, quantization=QUANTIZATION,
+                      competition=COMPETITION, lazy=True, wave_size=WAVE_SIZE, temperature=TEMPERATURE,
+                      max_new_tokens=MAX_NEW_TOKENS, max_code_rounds=MAX_CODE_ROUNDS)
+print("model:", model_path.replace(str(run.root_output_dir), OUTPUT_DIR))
+pd.Series(asdict(solver.config)).to_frame("submission")
+
+# %% [markdown]
+# ## Three ways to answer, on the same held-out problems
+# `solve_batch` samples every problem still undecided in one batched call per wave (the same votes and
+# early stops as `solve`, which the submission calls one problem at a time).
+#
+# **Greedy reasoning**: one sample, step by step, no code.
+
+# %%
+problems = evaluation_problems(run.root_output_dir, EVAL_SOURCE, EVAL_LIMIT)
+texts = [p.problem for p in problems]
+modes = {
+    "greedy reasoning": solver.with_config(mode="reasoning", samples=1),
+    f"vote of {SAMPLES}, reasoning": solver.with_config(mode="reasoning"),
+    "greedy tools": solver.with_config(mode="tools", samples=1),
+}
+solutions = {"greedy reasoning": modes["greedy reasoning"].solve_batch(texts)}
+scores = {"greedy reasoning": score_solutions(problems, solutions["greedy reasoning"], COMPETITION)}
+print(f"{len(problems)} problems; greedy reasoning accuracy {scores['greedy reasoning'].accuracy:.3f}",
+      scores["greedy reasoning"].by_kind)
+
+# %% [markdown]
+# **Majority vote** of `SAMPLES` samples at temperature `TEMPERATURE`. Sampling adds diversity; the vote
+# keeps the answer most samples agree on. It helps where the model is *sometimes* right, and cannot help
+# where it is almost never right (the compute problems).
+
+# %%
+name = f"vote of {SAMPLES}, reasoning"
+solutions[name] = modes[name].solve_batch(texts)
+scores[name] = score_solutions(problems, solutions[name], COMPETITION)
+drawn = sum(s.samples for s in solutions[name])
+print(f"vote accuracy {scores[name].accuracy:.3f}", scores[name].by_kind)
+print(f"samples drawn: {drawn} of {SAMPLES * len(problems)} (early stops: "
+      f"{sum(s.stopped_early for s in solutions[name])} problems)")
+
+# %% [markdown]
+# **Tool-integrated reasoning**, greedy: the model writes the expression as code, the sandbox computes it.
+
+# %%
+solutions["greedy tools"] = modes["greedy tools"].solve_batch(texts)
+scores["greedy tools"] = score_solutions(problems, solutions["greedy tools"], COMPETITION)
+print(f"tools accuracy {scores['greedy tools'].accuracy:.3f}", scores["greedy tools"].by_kind)
+
+# %% [markdown]
+# One compute problem, answered both ways: in its head the model guesses digits; with a tool it reads
+# the product from the sandbox's output.
+
+# %%
+pick = next((i for i, p in enumerate(problems) if p.metadata.get("kind") == "compute"), None)
+for mode in ("greedy reasoning", "greedy tools") if pick is not None else ():
+    print(f"--- {mode} (truth {problems[pick].answer}):", solutions[mode][pick].outputs[0], sep="\n")
+
+# %% [markdown]
+# ## Accuracy by mode and problem kind
+
+# %%
+table = pd.DataFrame({m: {"overall": s.accuracy, **s.by_kind} for m, s in scores.items()}).T
+gain = table.get("compute", pd.Series(0.0, index=table.index))
+print(f"tools minus greedy reasoning on compute problems: {gain['greedy tools'] - gain['greedy reasoning']:+.3f}")
+table.round(3)
+
+# %%
+fig = plots.bars(list(table.index), list(gain), "accuracy on compute problems",
+                 "Compute problems: tool use against reasoning alone", run.output_dir / "compute_accuracy.png")
+
+# %% [markdown]
+# ## The time budget
+# `TimeBudget` gives each problem `(time left - reserve) / problems left`. Below, five problems share
+# 100 s with a 10 s reserve; the second and fifth would take 40 s and 30 s. The first leaves time over,
+# and its share flows to the rest; a problem that needs more than its share is cut at its deadline.
+
+# %%
+pd.DataFrame(budget_schedule(100, [5, 40, 5, 5, 30])).set_index("problem")
+
+# %% [markdown]
+# ## The submission, through the competition's gateway
+# `run_submission` builds Kaggle's `predict` around the solver, shares the budget over the problems,
+# normalizes every answer and falls back to 0 whenever the solver fails. On a rerun it serves `predict`
+# to Kaggle (`kaggle_evaluation`'s inference server, or AIMO 1's `aimo` loop) and the competition's own
+# limit is the budget; locally it runs the same contract through a local gateway over the public
+# problems (AIMO 3's are not in DATA_DIR: AIMO 2's, which have the same format). The tiny model gets the
+# real AIMO problems wrong; what must hold is that every problem is answered, in range, within budget.
+
+# %%
+problems_csv = None if RERUN else local_problems_csv(run.data_dir, COMPETITION, problems[:10], run.output_dir)
+result = run_submission(problems_csv=problems_csv, competition=COMPETITION, out_dir=run.output_dir,
+                        time_budget_s=None if RERUN else TIME_BUDGET, solver_factory=solver.loaded, seed=SEED)
+if result.gateway is not None:  # None on a rerun: Kaggle keeps the results
+    spec = competition_spec(COMPETITION)
+    answers = result.gateway.submission.to_pandas()
+    in_range = answers["answer"].between(0, spec.max_answer).all()
+    print(f"{COMPETITION}: {len(answers)} answers from {Path(result.submission_csv).name}, all in 0..{spec.max_answer}: "
+          f"{in_range}, correct: {result.n_correct}")
+    answered = pd.DataFrame([{"id": r.id, "answer": r.answer, "fallback": r.error is not None} for r in result.records])
+    print(answered.to_string(index=False))
+
+# %% tags=["nbval-ignore-output"]
+timing = {}
+if result.gateway is not None:
+    timing = {"budget_s": TIME_BUDGET, "used_s": round(result.gateway.total_seconds, 1),
+              "model_load_s": round(solver.load_seconds or 0.0, 1),
+              "slowest_problem_s": round(max(r.seconds for r in result.records), 1),
+              "fallbacks": result.n_fallbacks, "within_budget": result.gateway.total_seconds <= TIME_BUDGET}
+pd.Series(timing, dtype=object).to_frame("gateway run")
+
+# %% [markdown]
+# **When time runs out.** The same submission with a budget far too small: the deadline cuts generation,
+# later problems get the answer at once, and still every problem is answered in range.
+
+# %% tags=["nbval-ignore-output"]
+if not RERUN:
+    tight = run_submission(solver, problems_csv, COMPETITION, run.output_dir / "tight", time_budget_s=3, seed=SEED)
+    print(f"budget 3 s: {len(tight.records)} answers in {tight.gateway.total_seconds:.1f} s, "
+          f"{tight.n_fallbacks} fallbacks, answers in range: "
+          f"{all(0 <= r.answer <= competition_spec(COMPETITION).max_answer for r in tight.records)}")
+
+# %%
+metrics = {
+    "model": MODEL, "adapter": ADAPTER, "model_path": model_path, "competition": COMPETITION, "mode": MODE,
+    "samples": SAMPLES, "eval_problems": len(problems),
+    "accuracy": {m: s.accuracy for m, s in scores.items()},
+    "by_kind": {m: s.by_kind for m, s in scores.items()},
+    "compute_gain_tools_vs_greedy_reasoning": float(gain["greedy tools"] - gain["greedy reasoning"]),
+    "gateway": None if result.gateway is None else {
+        "problems": len(result.records), "n_correct": result.n_correct, "fallbacks": result.n_fallbacks,
+        "all_in_range": bool(in_range), **timing},
+}
+write_metrics(run.root_output_dir, "05_submission", metrics)
+print(sorted(metrics))

@@ -1,0 +1,177 @@
+"""Our bottleneck adapters (identity at init, only they train, save/load exact) and the method registry."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from utils.adapters import (
+    BOTTLENECK_WEIGHTS,
+    METHODS,
+    BottleneckAdapter,
+    BottleneckConfig,
+    add_bottleneck_adapters,
+    apply_method,
+    build_method_config,
+    load_bottleneck,
+    save_bottleneck,
+    save_method,
+)
+
+HIDDEN, LAYERS, BOTTLENECK = 32, 2, 4
+
+
+def _llama(layers: int = LAYERS):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=HIDDEN,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def _logits(model, seed: int = 1):
+    ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def _perturb(model):
+    """Give the zero-initialised up-projections random values, as training would."""
+    gen = torch.Generator().manual_seed(3)
+    for name, p in model.named_parameters():
+        if ".bottleneck_" in name and ".up." in name:
+            p.data = torch.randn(p.shape, generator=gen) * 0.5
+
+
+def test_adapter_shapes_and_identity_at_init():
+    adapter = BottleneckAdapter(HIDDEN, BottleneckConfig(bottleneck_size=BOTTLENECK))
+    assert adapter.down.weight.shape == (BOTTLENECK, HIDDEN) and adapter.up.weight.shape == (
+        HIDDEN,
+        BOTTLENECK,
+    )
+    x = torch.randn(3, 5, HIDDEN)
+    assert adapter(x).shape == x.shape
+    torch.testing.assert_close(adapter(x), x, rtol=0, atol=0)
+    torch.nn.init.normal_(adapter.up.weight)
+    assert not torch.allclose(adapter(x), x)
+
+
+def test_adapted_model_computes_the_base_at_init_and_differs_once_trained():
+    base = _llama()
+    expected = _logits(base)
+    model = add_bottleneck_adapters(base, BottleneckConfig(bottleneck_size=BOTTLENECK))
+    torch.testing.assert_close(_logits(model), expected, rtol=0, atol=0)
+    _perturb(model)
+    assert (_logits(model) - expected).abs().max() > 1e-3
+
+
+def test_only_adapter_parameters_train_and_receive_gradients():
+    model = add_bottleneck_adapters(_llama(), BottleneckConfig(bottleneck_size=BOTTLENECK))
+    trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+    per_adapter = (HIDDEN * BOTTLENECK + BOTTLENECK) + (BOTTLENECK * HIDDEN + HIDDEN)
+    assert all(".bottleneck_" in n for n in trainable)
+    assert sum(trainable.values()) == LAYERS * 2 * per_adapter  # after attention and after the MLP
+    ids = torch.randint(0, 64, (2, 8))
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is None for n, g in grads.items() if ".bottleneck_" not in n)
+    # The up-projection starts at zero but its gradient does not; every adapter of every layer gets one.
+    ups = [g for n, g in grads.items() if ".up.weight" in n]
+    assert len(ups) == LAYERS * 2 and all(g is not None and g.abs().sum() > 0 for g in ups)
+
+
+def test_save_then_load_gives_identical_logits(tmp_path):
+    base = _llama()
+    fresh = copy.deepcopy(base)
+    model = add_bottleneck_adapters(base, BottleneckConfig(bottleneck_size=BOTTLENECK, activation="gelu"))
+    _perturb(model)
+    expected = _logits(model)
+    save_bottleneck(model, tmp_path / "adapter")
+    saved = load_file(tmp_path / "adapter" / BOTTLENECK_WEIGHTS)
+    assert saved and all(".bottleneck_" in k for k in saved)  # nothing of the base
+    loaded = load_bottleneck(fresh, tmp_path / "adapter")
+    assert loaded.bottleneck_config.activation == "gelu"
+    torch.testing.assert_close(_logits(loaded), expected, rtol=0, atol=0)
+    assert not any(p.requires_grad for p in loaded.parameters())
+
+
+def test_loading_onto_a_different_model_names_the_file(tmp_path):
+    model = add_bottleneck_adapters(_llama(), BottleneckConfig(bottleneck_size=BOTTLENECK))
+    save_bottleneck(model, tmp_path)
+    with pytest.raises(ValueError, match=BOTTLENECK_WEIGHTS):
+        load_bottleneck(_llama(layers=3), tmp_path)
+    with pytest.raises(FileNotFoundError, match="bottleneck_config.json"):
+        load_bottleneck(_llama(), tmp_path / "missing")
+
+
+def test_bad_config_and_double_insertion_are_refused():
+    with pytest.raises(ValueError, match="activation"):
+        BottleneckConfig(activation="swishy")
+    model = add_bottleneck_adapters(_llama())
+    with pytest.raises(ValueError, match="already"):
+        add_bottleneck_adapters(model)
+    with pytest.raises(ValueError, match="no_such"):
+        add_bottleneck_adapters(_llama(), BottleneckConfig(targets=("no_such",)))
+
+
+EXPECTED_METHODS = {
+    "lora",
+    "rslora",
+    "dora",
+    "qlora",
+    "ia3",
+    "loha",
+    "lokr",
+    "vera",
+    "prefix",
+    "prompt",
+    "adaption_prompt",
+    "bottleneck",
+    "full",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_METHODS))
+def test_registry_builds_every_method_and_it_trains_a_share_of_the_model(name, tmp_path):
+    from peft import get_peft_model
+
+    assert set(METHODS) == EXPECTED_METHODS
+    base = _llama()
+    total = sum(p.numel() for p in base.parameters())
+    model, peft_config = apply_method(base, name)
+    if peft_config is not None:
+        model = get_peft_model(model, peft_config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if name == "full":
+        assert trainable == total
+    else:
+        assert 0 < trainable < total  # on a toy model (hidden size 32) r=8 is a large share
+    ids = torch.randint(0, 64, (2, 8))
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    saved = save_method(model, tmp_path / name)
+    assert any(saved.glob("*.safetensors"))
+
+
+def test_registry_options_override_defaults_and_unknown_names_fail():
+    assert build_method_config("lora", r=4).r == 4
+    assert build_method_config("rslora").use_rslora and build_method_config("dora").use_dora
+    assert METHODS["qlora"].quantization == "4bit"
+    assert not METHODS["prompt"].packing and METHODS["lora"].packing
+    assert build_method_config("bottleneck", bottleneck_size=8).bottleneck_size == 8
+    with pytest.raises(KeyError, match="known: lora"):
+        build_method_config("houlsby")
+    with pytest.raises(ValueError, match="full fine-tuning"):
+        build_method_config("full", r=4)

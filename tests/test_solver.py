@@ -1,0 +1,312 @@
+"""The solver: voting with early stop, per-problem seeding, the deadline, fallbacks; and the CLI end to end."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from test_generation import ScriptedLM, byte_tokenizer, script, tool_writer
+
+import utils.solver as solver_module
+from utils.generation import Sample
+from utils.solver import (
+    Solver,
+    SolverConfig,
+    budget_schedule,
+    build_solver,
+    load_submission_model,
+    local_problems_csv,
+    read_answer,
+    score_solutions,
+    submission_model,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return byte_tokenizer()
+
+
+def boxed(answer: str):
+    return script(lambda done: f" The answer is \\boxed{{{answer}}}.")
+
+
+def random_digit(done: str, context: str):
+    """Boxes one digit drawn uniformly: the vote depends on the sampling seed."""
+    target = " \\boxed{"
+    if len(done) < len(target):
+        return target[len(done)]
+    return list("0123456789") if len(done) == len(target) else ("}" if not done.endswith("}") else None)
+
+
+class FakeSampler:
+    """Stands in for `sample_reasoning`: hands out scripted answers, one wave per call."""
+
+    def __init__(self, answers, seconds=0.0, fail_on_call=None):
+        self.answers, self.seconds, self.fail_on_call = list(answers), seconds, fail_on_call
+        self.waves = []
+
+    def __call__(self, model, tokenizer, prompts, config, n_samples=1, deadline=None):
+        if self.fail_on_call == len(self.waves):
+            raise RuntimeError("CUDA out of memory")
+        time.sleep(self.seconds)
+        self.waves.append(n_samples)
+        wave, self.answers = self.answers[:n_samples], self.answers[n_samples:]
+        return [[Sample(text=f"\\boxed{{{a}}}" if a is not None else "no idea") for a in wave]]
+
+
+def fake_solver(tok, monkeypatch, sampler, **config):
+    monkeypatch.setattr(solver_module, "sample_reasoning", sampler)
+    return Solver(ScriptedLM(tok, boxed("0")), tok, SolverConfig(mode="reasoning", **config))
+
+
+# ---------------------------------------------------------------------------------------------- voting
+
+
+def test_vote_stops_once_no_remaining_samples_could_change_it(tok, monkeypatch):
+    sampler = FakeSampler([7, 7, 7, 7, 7, 3, 7, 7, 7, 7, 1, 1] + [1] * 4)
+    solution = fake_solver(tok, monkeypatch, sampler, samples=16, wave_size=4).solve("p")
+    # after 8 samples 7 leads 7 to 1 with 8 left: 1 + 8 > 7, go on; after 12, 9 to 2 with 4 left: stop
+    assert sampler.waves == [4, 4, 4] and solution.samples == 12 and solution.stopped_early
+    assert solution.answer == 7 and solution.votes == {7: 9, 3: 1, 1: 2}
+
+
+def test_min_votes_stops_as_soon_as_enough_samples_agree(tok, monkeypatch):
+    sampler = FakeSampler([5, 9, 5, 5, 5, 9, 9, 9])
+    solution = fake_solver(tok, monkeypatch, sampler, samples=8, wave_size=2, min_votes=3).solve("p")
+    assert sampler.waves == [2, 2] and solution.answer == 5 and solution.stopped_early
+
+
+def test_all_samples_are_drawn_when_the_vote_stays_open(tok, monkeypatch):
+    sampler = FakeSampler([1, 2, 3, 4, 5, 6])
+    solution = fake_solver(tok, monkeypatch, sampler, samples=6, wave_size=4).solve("p")
+    assert sampler.waves == [4, 2] and not solution.stopped_early and solution.samples == 6
+    assert solution.answer == 1  # a tie: the answer that reached the top count first
+
+
+def test_ties_and_competition_ranges(tok, monkeypatch):
+    sampler = FakeSampler([5, 7, 7, 5])
+    assert fake_solver(tok, monkeypatch, sampler, samples=4, wave_size=4).solve("p").answer == 7
+    # AIMO 2 scores answers mod 1000: 1079 and 79 are one vote; AIMO 3 drops out-of-range answers
+    sampler = FakeSampler([1079, 79, 5, 5, 123456, 123456])
+    solution = fake_solver(tok, monkeypatch, sampler, samples=6, competition="aimo2").solve("p")
+    assert solution.answer == 79 and solution.votes == {79: 2, 5: 2, 456: 2}
+    sampler = FakeSampler([123456, 123456, 5])
+    solution = fake_solver(tok, monkeypatch, sampler, samples=3, competition="aimo3").solve("p")
+    assert solution.answer == 5 and solution.answers == [None, None, 5]
+    assert read_answer("so \\boxed{-1}", "aimo1") == 999 and read_answer("nothing", "aimo3") is None
+
+
+def test_fallback_when_no_sample_parses(tok, monkeypatch):
+    sampler = FakeSampler([None] * 4)
+    solution = fake_solver(tok, monkeypatch, sampler, samples=4, fallback=42).solve("p")
+    assert solution.answer == 42 and solution.votes == {} and solution.samples == 4
+
+
+def test_a_failing_wave_keeps_the_votes_already_in_but_a_first_failure_raises(tok, monkeypatch):
+    sampler = FakeSampler([3, 3, 1, 1], fail_on_call=1)
+    solution = fake_solver(tok, monkeypatch, sampler, samples=8, wave_size=2).solve("p")
+    assert solution.answer == 3 and solution.samples == 2 and "out of memory" in solution.error
+    with pytest.raises(RuntimeError, match="out of memory"):
+        fake_solver(tok, monkeypatch, FakeSampler([3], fail_on_call=0), samples=2).solve("p")
+
+
+# ---------------------------------------------------------------------------------------------- deadline
+
+
+def test_a_deadline_in_the_past_answers_the_fallback_at_once(tok):
+    model = ScriptedLM(tok, boxed("12"))
+    solver = Solver(model, tok, SolverConfig(mode="tools", samples=4, fallback=0))
+    start = time.monotonic()
+    solution = solver.solve("What is 2 + 10?", deadline=start - 1)
+    assert model.calls == 0 and time.monotonic() - start < 0.5
+    assert solution.answer == 0 and solution.samples == 0 and solution.timed_out
+
+
+def test_no_wave_is_started_that_the_last_one_shows_cannot_finish(tok, monkeypatch):
+    sampler = FakeSampler([1, 2, 3, 4, 5, 6], seconds=0.3)
+    solver = fake_solver(tok, monkeypatch, sampler, samples=6, wave_size=2)
+    start = time.monotonic()
+    solution = solver.solve("p", deadline=start + 0.45)  # room for one 0.3 s wave, not two
+    assert sampler.waves == [2] and solution.timed_out and solution.samples == 2
+    assert time.monotonic() - start < 0.45
+
+
+def test_a_deadline_cuts_a_long_generation_and_the_answer_is_still_an_int(tok):
+    model = ScriptedLM(tok, lambda done, _: "1", delay=0.01)  # babbles: 2000 tokens would take > 20 s
+    solver = Solver(model, tok, SolverConfig(mode="reasoning", samples=2, max_new_tokens=2000))
+    start = time.monotonic()
+    answer = solver("p", deadline=start + 0.5)
+    assert isinstance(answer, int) and time.monotonic() - start < 1.5
+
+
+# ---------------------------------------------------------------------------------------------- seeding
+
+
+def test_each_problem_gets_the_same_samples_whatever_came_before(tok):
+    solver = Solver(ScriptedLM(tok, random_digit), tok, SolverConfig(mode="reasoning", samples=8, temperature=1.0))
+    alone = solver.solve("problem A")
+    solver.solve("problem B")
+    after_b = solver.solve("problem A")
+    assert alone.outputs == after_b.outputs and alone.answer == after_b.answer
+    assert len(set(alone.answers)) > 2  # the samples do vary
+    other_seed = solver.with_config(seed=1).solve("problem A")
+    assert other_seed.outputs != alone.outputs
+    assert solver.solve("problem B").outputs != alone.outputs
+
+
+# ---------------------------------------------------------------------------------------------- real tool use
+
+
+def test_tools_mode_runs_code_and_votes_on_its_output(tok):
+    solver = Solver(ScriptedLM(tok, script(tool_writer)), tok,
+                    SolverConfig(mode="tools", samples=4, wave_size=2, max_new_tokens=200))
+    solution = solver.solve("What is 123 * 45?")
+    assert solution.answer == 5535 and solution.votes == {5535: 2} and solution.stopped_early  # 2 to 0, 2 left
+    reasoning = solver.with_config(max_code_rounds=0).solve("What is 123 * 45?")
+    assert reasoning.answer == 9999  # without running the code, the invented output wins
+
+
+def test_solve_batch_matches_solve_on_deterministic_problems(tok):
+    def per_problem(done: str, context: str):
+        target = " \\boxed{" + ("11" if "first" in context else "22") + "}."
+        return target[len(done)] if len(done) < len(target) else None
+
+    solver = Solver(ScriptedLM(tok, per_problem), tok, SolverConfig(mode="reasoning", samples=6, wave_size=2))
+    batch = solver.solve_batch(["the first", "the second", "the first again"])
+    assert [s.answer for s in batch] == [11, 22, 11] == [solver("the first"), solver("the second"), 11]
+    assert all(s.samples == 4 and s.stopped_early for s in batch)  # 4 to 0 with 2 left: decided
+
+
+def test_score_solutions_counts_by_kind_and_never_credits_a_fallback():
+    problems = [SimpleNamespace(id=str(i), answer=a, source="embedded", metadata={"kind": k})
+                for i, (a, k) in enumerate([(5, "mental"), (0, "compute"), (1234, "compute")])]
+    solutions = [solver_module.Solution(answer=a, votes=v, samples=1, seconds=0.0)
+                 for a, v in [(5, {5: 1}), (0, {}), (234, {234: 1})]]
+    assert score_solutions(problems, solutions, "aimo3").by_kind == {"compute": 0.0, "mental": 1.0}
+    assert score_solutions(problems, solutions, "aimo2").by_kind == {"compute": 0.5, "mental": 1.0}
+
+
+def test_lazy_solver_loads_once_on_first_use_and_shares_the_model(tok, monkeypatch):
+    loads = []
+
+    def load_model(name, quantization):
+        loads.append((name, quantization))
+        return ScriptedLM(tok, boxed("4")), tok
+
+    monkeypatch.setattr("utils.modeling.load_model", load_model)
+    solver = build_solver("some/model", mode="reasoning", samples=2, lazy=True, wave_size=2)
+    greedy = solver.with_config(samples=1)
+    assert loads == []
+    assert greedy("p") == 4 and solver.loaded() is solver and solver("p") == 4
+    assert loads == [("some/model", "none")] and greedy.model is solver.model
+    with pytest.raises(ValueError, match="mode"):
+        SolverConfig(mode="chat")
+    with pytest.raises(ValueError, match="competition"):
+        SolverConfig(competition="aimo4")
+
+
+# ---------------------------------------------------------------------------------------------- notebook helpers
+
+
+def test_submission_model_prefers_notebook_04_then_02_then_the_base(tmp_path):
+    assert submission_model("tiny", "auto", tmp_path) == "tiny"
+    adapter = tmp_path / "02_lora_sft" / "adapter" / "final"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    assert submission_model("tiny", "auto", tmp_path) == str(adapter)
+    (tmp_path / "04_quantized_inference").mkdir()
+    (tmp_path / "04_quantized_inference" / "choice.json").write_text("{}")
+    assert submission_model("tiny", "auto", tmp_path) == str(tmp_path / "04_quantized_inference")
+    assert submission_model("tiny", "", tmp_path) == "tiny" and submission_model("m", "/a", tmp_path) == "/a"
+
+
+def test_a_notebook_04_folder_loads_through_its_choice(tmp_path, monkeypatch):
+    calls = []
+    fake = SimpleNamespace(load_choice=lambda folder: calls.append(folder) or ("model", "tokenizer", "choice"))
+    monkeypatch.setitem(sys.modules, "utils.quantization", fake)
+    (tmp_path / "choice.json").write_text("{}")
+    assert load_submission_model(str(tmp_path), "nf4") == ("model", "tokenizer") and calls == [str(tmp_path)]
+
+
+def test_local_problems_for_each_competition(data_dir, tmp_path, monkeypatch):
+    from utils.gateway import read_problems
+    from utils.synthetic import generate_problems
+
+    assert local_problems_csv(data_dir, "aimo1") == data_dir / "kaggle/aimo1/train.csv"
+    assert local_problems_csv(data_dir, "aimo3") == data_dir / "kaggle/aimo2/reference.csv"  # AIMO 3's: absent
+    monkeypatch.setattr("utils.paths.KAGGLE_INPUT", tmp_path / "no-kaggle")
+    problems = generate_problems(3, split="csv")
+    written = local_problems_csv(None, "aimo2", problems, tmp_path)
+    assert [(r.id, r.problem, r.answer) for r in read_problems(written)] == [(p.id, p.problem, p.answer) for p in problems]
+    with pytest.raises(FileNotFoundError, match="no problems for a local aimo2 run"):
+        local_problems_csv(tmp_path / "missing", "aimo2")
+
+
+def test_budget_schedule_lets_unused_time_flow_to_later_problems():
+    rows = budget_schedule(100, [5, 40, 5, 5, 30])
+    assert rows[0]["share_s"] == 18.0 and rows[1]["share_s"] > rows[0]["share_s"]  # (100 - 10) / 5, then more
+    assert rows[1]["used_s"] == rows[1]["share_s"]  # the 40 s problem is cut at its deadline
+    assert rows[-1]["left_s"] >= 10.0  # the reserve is never spent
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_model, tmp_path_factory) -> Path:
+    """A LoRA adapter on the embedded model, trained for a few steps (about 10 s): enough to load and answer."""
+    from utils.modeling import load_model
+    from utils.prep import to_example
+    from utils.prompts import render_example
+    from utils.synthetic import generate_problems
+    from utils.training import LoraSettings, TrainingConfig, train_sft
+
+    model, tokenizer = load_model(str(tiny_model))
+    rows = [render_example(tokenizer, to_example(p, m)) for p in generate_problems(40, split="test")
+            for m in ("reasoning", "tools")]
+    out = tmp_path_factory.mktemp("adapter")
+    recipe = TrainingConfig(max_steps=6, batch_size=8, warmup_steps=1, save_steps=100, logging_steps=1, max_length=128)
+    return Path(train_sft(model, tokenizer, rows, None, recipe, out, peft_config=LoraSettings(r=4, alpha=8).peft_config())
+                .output_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("competition", ["aimo1", "aimo3"])
+def test_cli_answers_every_problem_in_range_within_the_budget(tiny_adapter, tmp_path, competition):
+    from utils.synthetic import generate_problems
+
+    problems = tmp_path / "problems.csv"
+    with problems.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "problem", "answer"])
+        for p in generate_problems(6, seed=3, compute_share=0.5, split="cli"):
+            writer.writerow([p.id, p.problem, p.answer])
+        writer.writerow(["long", "Find the remainder when " + "a very long problem " * 60 + "is divided by 1000.", 7])
+    budget = 25.0
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env.pop("KAGGLE_IS_COMPETITION_RERUN", None)
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "utils.submission", "--competition", competition, "--problems", str(problems),
+         "--model", str(tiny_adapter), "--out", str(tmp_path / "out"), "--time-budget", str(budget),
+         "--samples", "2", "--mode", "tools"],
+        capture_output=True, text=True, env=env, timeout=budget + 60,
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with (tmp_path / "out" / "submission.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["id"] for r in rows) == sorted(["long"] + [f"embedded-cli-{i:05d}" for i in range(6)])
+    high = 999 if competition == "aimo1" else 99_999
+    assert all(0 <= int(r["answer"]) <= high for r in rows)
+    assert elapsed < budget + 15  # the budget, plus the interpreter's start-up before the budget's clock starts
+    assert "7 answers" in proc.stdout
