@@ -8,8 +8,9 @@ export PYTHONHASHSEED := 0
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup run-all test test-fast notebooks sync lint clean bench kaggle kaggle-push
+.PHONY: setup run-all test test-fast notebooks sync lint clean bench kaggle kaggle-push readme
 
 setup: $(STAMP)
 
@@ -72,3 +73,7 @@ kaggle: $(STAMP)
 # Uploads dist/kaggle with the kaggle CLI (needs its credentials); `make kaggle-push KAGGLE_ARGS=--dry-run` prints the commands.
 kaggle-push: $(STAMP)
 	PYTHONPATH=src $(PY) -m utils.kaggle push --dist dist/kaggle $(KAGGLE_ARGS)
+
+# The README's results section, generated from the notebooks' metrics.json and benchmarks/results.
+readme: $(STAMP)
+	$(PY) -m utils.report

@@ -153,7 +153,7 @@ def bench_series(bench: SeriesBench | None = None) -> dict:
         "omp_wait_policy": env.get("OMP_WAIT_POLICY"),
     }
     minutes = total / 60 if complete else None
-    return make_result(
+    result = make_result(
         "series",
         "wall time of each notebook under make run-all (embedded default)",
         settings,
@@ -163,3 +163,5 @@ def bench_series(bench: SeriesBench | None = None) -> dict:
         total_seconds=total,
         complete=complete,
     )
+    result["machine"]["omp_wait_policy"] = env.get("OMP_WAIT_POLICY")  # the notebooks', not this process's
+    return result

@@ -66,10 +66,19 @@ def load_results(results_dir: Path = RESULTS_DIR) -> dict[str, dict]:
     return found
 
 
+def _omp(settings: dict) -> dict:
+    """The series records the wait policy its notebooks ran with, which differs from its own process's."""
+    return {"omp_wait_policy": settings["omp_wait_policy"]} if "omp_wait_policy" in settings else {}
+
+
 def machine_line(m: dict) -> str:
+    end = m.get("load_average_1min_at_end")
+    load = f"load average {m['load_average_1min']} at the start" + (
+        f", {end} at the end" if end is not None else ""
+    )
     return (
         f"Measured {m['date_utc']} on {m['cpu']} ({m['cpus_usable']} usable cores, {m['torch_threads']} torch "
-        f"threads, load average {m['load_average_1min']} at the start), device {m['device']}, Python "
+        f"threads, OMP_WAIT_POLICY={m.get('omp_wait_policy')}, {load}), device {m['device']}, Python "
         f"{m['python']}, torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}, "
         f"trl {m['trl']}, commit {m['git_commit']}."
     )
@@ -110,7 +119,7 @@ def section(name: str, result: dict | None) -> list[str]:
         "",
         f"Settings: `{json.dumps(result['settings'])}`.",
         "",
-        machine_line(result["machine"]),
+        machine_line(result["machine"] | _omp(result["settings"])),
         "",
     ]
     return lines

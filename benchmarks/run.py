@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"!! {name} failed: {exc!r}")
             failed.append(name)
             continue
+        result["machine"]["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
         print(format_table(result), flush=True)
         where = (
             "not saved (--quick)" if args.quick else f"saved to {save(result).relative_to(benchmarks.REPO)}"

@@ -1,7 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -28,10 +35,10 @@
 # The **learning rate is set per family**, not one for all: methods that train a few vectors far from the
 # output need far larger rates than a full fine-tune (PEFT's comparison saw IA3 go from 0.31 to 0.46
 # accuracy with the rate alone). Every run records trainable parameters (count and share), adapter file
-# size, train time, tokens per second, peak memory, final train loss, held-out accuracy, and
-# **forgetting**: how much the loss on text that is not the task (problem statements without solutions,
-# arithmetic) rises after training. Every method runs with several seeds, so that we can tell a difference
-# between methods from noise between seeds.
+# size, train time, tokens per second, peak memory, final train and validation loss, held-out accuracy,
+# and **forgetting**: how much the loss on text that is not the task (problem statements without
+# solutions, arithmetic) rises after training. Every method runs with several seeds, so that we can tell
+# a difference between methods from noise between seeds.
 #
 # The budget on the embedded default is tiny (a few seconds per run on a CPU): weak methods scoring 0 is a
 # real result at this budget, not a bug. A method that fails on some hardware or model is reported as failed,

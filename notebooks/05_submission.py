@@ -1,7 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -53,8 +60,9 @@ MODE = "tools"  # the submission's mode: "tools" or "reasoning"
 SAMPLES = 8  # samples per problem for the vote
 WAVE_SIZE = 4  # samples per batched generate call; the vote may stop after any wave
 TEMPERATURE = 0.7
-MAX_NEW_TOKENS = 48  # per generate call (a 7B model needs about 1024)
+MAX_NEW_TOKENS = 64  # per generate call (a 7B model needs about 1024)
 MAX_CODE_ROUNDS = 2  # code blocks run per sample
+ANSWER_FROM = "boxed"  # where each sample's answer is read: boxed (its final answer) or program (its last output)
 TIME_BUDGET = 120  # seconds for the local gateway run (on a Kaggle rerun: the competition's limit)
 
 # %%
@@ -74,9 +82,9 @@ from utils.io import write_metrics
 from utils.solver import (
     budget_schedule,
     build_solver,
+    evaluate_solver,
     evaluation_problems,
     local_problems_csv,
-    score_solutions,
     submission_model,
 )
 from utils.submission import run_submission
@@ -93,72 +101,72 @@ RERUN = is_competition_rerun()  # True only while Kaggle reruns the notebook on 
 model_path = submission_model(MODEL, ADAPTER, run.root_output_dir)
 solver = build_solver(model_path, mode=MODE, samples=SAMPLES, seed=SEED, quantization=QUANTIZATION,
                       competition=COMPETITION, lazy=True, wave_size=WAVE_SIZE, temperature=TEMPERATURE,
-                      max_new_tokens=MAX_NEW_TOKENS, max_code_rounds=MAX_CODE_ROUNDS)
+                      max_new_tokens=MAX_NEW_TOKENS, max_code_rounds=MAX_CODE_ROUNDS, answer_from=ANSWER_FROM)
 print("model:", model_path.replace(str(run.root_output_dir), OUTPUT_DIR))
 pd.Series(asdict(solver.config)).to_frame("submission")
 
 # %% [markdown]
 # ## Three ways to answer, on the same held-out problems
-# `solve_batch` samples every problem still undecided in one batched call per wave (the same votes and
-# early stops as `solve`, which the submission calls one problem at a time).
+# `evaluate_solver` runs a solver's `solve_batch`, which samples every problem still undecided in one
+# batched call per wave (the same votes and early stops as `solve`, which the submission calls one
+# problem at a time), and scores the answers as the competition would.
 #
 # **Greedy reasoning**: one sample, step by step, no code.
 
 # %%
 problems = evaluation_problems(run.root_output_dir, EVAL_SOURCE, EVAL_LIMIT)
-texts = [p.problem for p in problems]
-modes = {
-    "greedy reasoning": solver.with_config(mode="reasoning", samples=1),
-    f"vote of {SAMPLES}, reasoning": solver.with_config(mode="reasoning"),
-    "greedy tools": solver.with_config(mode="tools", samples=1),
-}
-solutions = {"greedy reasoning": modes["greedy reasoning"].solve_batch(texts)}
-scores = {"greedy reasoning": score_solutions(problems, solutions["greedy reasoning"], COMPETITION)}
-print(f"{len(problems)} problems; greedy reasoning accuracy {scores['greedy reasoning'].accuracy:.3f}",
-      scores["greedy reasoning"].by_kind)
+results = {"greedy reasoning": evaluate_solver(solver.with_config(mode="reasoning", samples=1), problems)}
+print(f"{len(problems)} problems; greedy reasoning: {results['greedy reasoning'].summary()}")
 
 # %% [markdown]
-# **Majority vote** of `SAMPLES` samples at temperature `TEMPERATURE`. Sampling adds diversity; the vote
-# keeps the answer most samples agree on. It helps where the model is *sometimes* right, and cannot help
-# where it is almost never right (the compute problems).
+# **Majority vote** of up to `SAMPLES` samples at temperature `TEMPERATURE`, drawn `WAVE_SIZE` at a time;
+# a problem stops drawing once no remaining samples could change its vote. Sampling adds diversity and
+# the vote keeps the answer most samples agree on: it gains when the model is often right and its
+# errors scatter over many wrong answers, and loses when sampling makes errors more likely than the
+# greedy path (a small model's arithmetic slips) or when they pile up on one wrong answer.
 
 # %%
-name = f"vote of {SAMPLES}, reasoning"
-solutions[name] = modes[name].solve_batch(texts)
-scores[name] = score_solutions(problems, solutions[name], COMPETITION)
-drawn = sum(s.samples for s in solutions[name])
-print(f"vote accuracy {scores[name].accuracy:.3f}", scores[name].by_kind)
-print(f"samples drawn: {drawn} of {SAMPLES * len(problems)} (early stops: "
-      f"{sum(s.stopped_early for s in solutions[name])} problems)")
+vote = f"vote of {SAMPLES}, reasoning"
+results[vote] = evaluate_solver(solver.with_config(mode="reasoning"), problems)
+print(f"{vote}: {results[vote].summary()}")
+print(f"samples drawn: {sum(r['samples'] for r in results[vote].records)} of {SAMPLES * len(problems)}")
 
 # %% [markdown]
-# **Tool-integrated reasoning**, greedy: the model writes the expression as code, the sandbox computes it.
+# **Tool-integrated reasoning**, greedy: the model writes the expression as code, the sandbox computes it,
+# and the model reads the output back before it answers. The answer can be read two ways: the model's
+# final `\boxed{}` (what a strong model's answer is: it may still work on the output), or what the
+# program printed (which separates *writing the right program* from *copying its result correctly*).
+# Notebook 01 trains each problem in one style (compute problems with tools, mental ones by reasoning),
+# so read the table per kind: a tools prompt on a mental problem is outside what the model learned.
 
 # %%
-solutions["greedy tools"] = modes["greedy tools"].solve_batch(texts)
-scores["greedy tools"] = score_solutions(problems, solutions["greedy tools"], COMPETITION)
-print(f"tools accuracy {scores['greedy tools'].accuracy:.3f}", scores["greedy tools"].by_kind)
+results["greedy tools"] = evaluate_solver(solver.with_config(mode="tools", samples=1), problems)
+program = "greedy tools, program's output"
+results[program] = evaluate_solver(solver.with_config(mode="tools", samples=1, answer_from="program"), problems)
+for name in ("greedy tools", program):
+    print(f"{name}: {results[name].summary()}")
 
 # %% [markdown]
-# One compute problem, answered both ways: in its head the model guesses digits; with a tool it reads
-# the product from the sandbox's output.
+# One compute problem, answered both ways: in its head the model must multiply; with a tool it only has
+# to write the product down as code and read the sandbox's output.
 
 # %%
 pick = next((i for i, p in enumerate(problems) if p.metadata.get("kind") == "compute"), None)
-for mode in ("greedy reasoning", "greedy tools") if pick is not None else ():
-    print(f"--- {mode} (truth {problems[pick].answer}):", solutions[mode][pick].outputs[0], sep="\n")
+for name in ("greedy reasoning", "greedy tools") if pick is not None else ():
+    print(f"--- {name} (truth {problems[pick].answer}):", results[name].records[pick]["output"], sep="\n")
 
 # %% [markdown]
 # ## Accuracy by mode and problem kind
 
 # %%
-table = pd.DataFrame({m: {"overall": s.accuracy, **s.by_kind} for m, s in scores.items()}).T
-gain = table.get("compute", pd.Series(0.0, index=table.index))
-print(f"tools minus greedy reasoning on compute problems: {gain['greedy tools'] - gain['greedy reasoning']:+.3f}")
+table = pd.DataFrame({m: {"overall": r.accuracy, **r.by_kind} for m, r in results.items()}).T
+compute = table["compute"] if "compute" in table else pd.Series(0.0, index=table.index)
+gains = {m: float(compute[m] - compute["greedy reasoning"]) for m in ("greedy tools", program)}
+print("on compute problems, against greedy reasoning:", {m: f"{g:+.3f}" for m, g in gains.items()})
 table.round(3)
 
 # %%
-fig = plots.bars(list(table.index), list(gain), "accuracy on compute problems",
+fig = plots.bars([m.replace(", ", ",\n") for m in table.index], list(compute), "accuracy on compute problems",
                  "Compute problems: tool use against reasoning alone", run.output_dir / "compute_accuracy.png")
 
 # %% [markdown]
@@ -202,23 +210,26 @@ if result.gateway is not None:
 pd.Series(timing, dtype=object).to_frame("gateway run")
 
 # %% [markdown]
-# **When time runs out.** The same submission with a budget far too small: the deadline cuts generation,
-# later problems get the answer at once, and still every problem is answered in range.
+# **When time runs out.** The same submission with a budget far too small, 1 s for all the problems: each
+# gets its share (about 0.09 s), the deadline cuts generation inside it, and the run still ends within
+# the budget with every problem answered in range. (Had a problem overrun its share, the problems after
+# it would share what is left; once only the reserve is left, they get the fallback answer at once.)
 
 # %% tags=["nbval-ignore-output"]
 if not RERUN:
-    tight = run_submission(solver, problems_csv, COMPETITION, run.output_dir / "tight", time_budget_s=3, seed=SEED)
-    print(f"budget 3 s: {len(tight.records)} answers in {tight.gateway.total_seconds:.1f} s, "
-          f"{tight.n_fallbacks} fallbacks, answers in range: "
+    tight = run_submission(solver, problems_csv, COMPETITION, run.output_dir / "tight", time_budget_s=1, seed=SEED)
+    print(f"budget 1 s: {len(tight.records)} answers in {tight.gateway.total_seconds:.2f} s, "
+          f"{tight.n_fallbacks} fallbacks, all in range: "
           f"{all(0 <= r.answer <= competition_spec(COMPETITION).max_answer for r in tight.records)}")
+    print("seconds allotted per problem:", [round(r.allotted, 2) for r in tight.records])
 
 # %%
 metrics = {
     "model": MODEL, "adapter": ADAPTER, "model_path": model_path, "competition": COMPETITION, "mode": MODE,
     "samples": SAMPLES, "eval_problems": len(problems),
-    "accuracy": {m: s.accuracy for m, s in scores.items()},
-    "by_kind": {m: s.by_kind for m, s in scores.items()},
-    "compute_gain_tools_vs_greedy_reasoning": float(gain["greedy tools"] - gain["greedy reasoning"]),
+    "accuracy": {m: r.accuracy for m, r in results.items()},
+    "by_kind": {m: r.by_kind for m, r in results.items()},
+    "compute_gain_over_greedy_reasoning": gains,
     "gateway": None if result.gateway is None else {
         "problems": len(result.records), "n_correct": result.n_correct, "fallbacks": result.n_fallbacks,
         "all_in_range": bool(in_range), **timing},

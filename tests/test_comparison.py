@@ -72,11 +72,36 @@ def _table(rows):
         "tokens_per_second": 1.0,
         "peak_memory_mb": 1.0,
         "final_train_loss": 1.0,
+        "validation_loss": 1.0,
         "forgetting": 0.0,
         "error": None,
         "status": "ok",
     }
     return pd.DataFrame([base | r for r in rows])
+
+
+def test_reading_ranks_by_validation_loss_when_seeds_blur_accuracy():
+    table = _table(
+        [
+            {
+                "method": m,
+                "trainable_parameters": 10,
+                "accuracy": a,
+                "accuracy_min": a - 0.02,
+                "accuracy_max": a + 0.02,
+                "validation_loss": v,
+            }
+            for m, a, v in [
+                ("lora", 0.03, 0.71),
+                ("full", 0.01, 0.68),
+                ("prompt", 0.02, 2.05),
+                ("ia3", 0.02, 0.94),
+            ]
+        ]
+    )
+    text = "\n".join(reading(table))
+    assert "span 0.020: at this budget accuracy does not separate the methods" in text
+    assert "lowest for full 0.680, lora 0.710, ia3 0.940; highest for prompt 2.050" in text
 
 
 def test_pareto_front_keeps_only_the_undominated():
@@ -133,10 +158,10 @@ def test_reading_quotes_the_table():
         ]
     )
     text = "\n".join(reading(table))
-    assert "Best held-out accuracy: lora, 0.42" in text and "1,000 parameters" in text
-    assert "scores 0.30: 0.12 below lora" in text
+    assert "Best held-out accuracy: lora, 0.420" in text and "1,000 parameters" in text
+    assert "scores 0.300, 0.120 below lora" in text
     assert "Scoring 0 at this budget: prompt." in text
-    assert "up to 0.20 (full)" in text
+    assert "up to 0.200 (full)" in text and "span 0.420: the gaps" in text
     assert "largest for full (+0.310)" in text and "smallest for prompt (-0.010)" in text
     assert "vera failed: RuntimeError: boom" in text
 
@@ -220,6 +245,12 @@ def test_runner_measures_what_each_method_trains(comparison):
     by = {(r["name"], r["seed"]): r for r in records}
     lora, bottleneck, full = by["lora", 0], by["bottleneck", 0], by["full", 0]
     assert full["trainable_parameters"] == full["base_parameters"] and full["trainable_share"] == 1.0
+    # Shares are of the unquantized model: a 4-bit base packs two weights a byte but has as many.
+    qlora = by["qlora", 0]
+    assert (
+        qlora["base_parameters"] == lora["base_parameters"]
+        and qlora["trainable_share"] == lora["trainable_share"]
+    )
     assert 0 < lora["trainable_share"] < 0.2 and 0 < bottleneck["trainable_share"] < 0.2
     assert (
         lora["adapter_bytes"] < full["adapter_bytes"] / 5

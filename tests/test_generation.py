@@ -38,7 +38,9 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+    )
     fast.chat_template = DEEPSEEK_CHAT_TEMPLATE
     return fast
 
@@ -52,10 +54,17 @@ class ScriptedLM(LlamaForCausalLM):
     passes, `max_input` the longest context the model ran on."""
 
     def __init__(self, tokenizer, policy: Policy, max_positions: int = 100_000, delay: float = 0.0):
-        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=8, intermediate_size=16, num_hidden_layers=1,
-                             num_attention_heads=1, max_position_embeddings=max_positions,
-                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id)
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=8,
+            intermediate_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=1,
+            max_position_embeddings=max_positions,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         super().__init__(config)
         self.tok, self.policy, self.delay = tokenizer, policy, delay
         self.generation_config.use_cache = False  # the policy reads the whole text at every step
@@ -65,7 +74,11 @@ class ScriptedLM(LlamaForCausalLM):
         return self.tok.convert_tokens_to_ids(self.tok.tokenize(char))[0]
 
     def _texts(self, input_ids, attention_mask) -> list[str]:
-        rows = input_ids if attention_mask is None else [r[m.bool()] for r, m in zip(input_ids, attention_mask, strict=True)]
+        rows = (
+            input_ids
+            if attention_mask is None
+            else [r[m.bool()] for r, m in zip(input_ids, attention_mask, strict=True)]
+        )
         self.max_input = max([self.max_input, *(len(r) for r in rows)])
         return [self.tok.decode(r, skip_special_tokens=True) for r in rows]
 
@@ -123,7 +136,9 @@ def prompt(tok, problem="What is 123 * 45?", mode="tools"):
 def test_tool_loop_runs_the_code_and_continues_from_its_output(tok):
     model = ScriptedLM(tok, script(tool_writer))
     [[sample]] = sample_with_tools(model, tok, [prompt(tok)], GenerationConfig(max_new_tokens=200))
-    assert sample.text == (" ```python\nprint(123 * 45)\n```\n```output\n5535\n```\nThe answer is \\boxed{5535}.")
+    assert sample.text == (
+        " ```python\nprint(123 * 45)\n```\n```output\n5535\n```\nThe answer is \\boxed{5535}."
+    )
     assert sample.code_runs == [{"code": "print(123 * 45)\n", "stdout": "5535\n", "error": None}]
     # the second call continued from the prompt plus the code and its real output
     assert len(model.prompts) == 2 and model.prompts[1][0].endswith("```output\n5535\n```\n")
@@ -132,7 +147,9 @@ def test_tool_loop_runs_the_code_and_continues_from_its_output(tok):
 
 def test_without_code_rounds_the_model_invents_the_output(tok):
     model = ScriptedLM(tok, script(tool_writer))
-    [[sample]] = sample_with_tools(model, tok, [prompt(tok)], GenerationConfig(max_new_tokens=200, max_code_rounds=0))
+    [[sample]] = sample_with_tools(
+        model, tok, [prompt(tok)], GenerationConfig(max_new_tokens=200, max_code_rounds=0)
+    )
     assert sample.text == HALLUCINATED and sample.code_runs == []
 
 
@@ -168,8 +185,14 @@ def test_every_sample_of_every_prompt_advances_in_one_batched_call_per_round(tok
         return SimpleNamespace(stdout="5535\n", error=None)
 
     model = ScriptedLM(tok, script(tool_writer))
-    outs = sample_with_tools(model, tok, [prompt(tok), prompt(tok, "Same?")], GenerationConfig(max_new_tokens=200),
-                             n_samples=3, run_code=run_code)
+    outs = sample_with_tools(
+        model,
+        tok,
+        [prompt(tok), prompt(tok, "Same?")],
+        GenerationConfig(max_new_tokens=200),
+        n_samples=3,
+        run_code=run_code,
+    )
     assert [len(o) for o in outs] == [3, 3]
     assert all(s.text.endswith("\\boxed{5535}.") for o in outs for s in o)
     assert calls == ["print(123 * 45)\n"]  # six samples wrote the same code: it ran once
@@ -205,7 +228,9 @@ def test_left_padded_batches_keep_each_prompt_its_own_completion(tok):
 
 def test_a_prompt_longer_than_the_context_keeps_its_end(tok):
     model = ScriptedLM(tok, script(lambda done: " \\boxed{1}."), max_positions=120)
-    [(text, _)] = generate_texts(model, tok, [prompt(tok, "word " * 200, "reasoning")], GenerationConfig(max_new_tokens=20))
+    [(text, _)] = generate_texts(
+        model, tok, [prompt(tok, "word " * 200, "reasoning")], GenerationConfig(max_new_tokens=20)
+    )
     assert text == " \\boxed{1}." and model.max_input <= 120
     assert tok.truncation_side == "right"  # cut without changing the tokenizer that training shares
 
@@ -228,33 +253,44 @@ def test_sampling_follows_the_seed(tok):
 def test_a_deadline_in_the_past_starts_no_generation(tok):
     model = ScriptedLM(tok, lambda done, _: "1")
     start = time.monotonic()
-    outs = sample_with_tools(model, tok, [prompt(tok)] * 2, GenerationConfig(max_new_tokens=10_000), n_samples=2,
-                             deadline=time.monotonic() - 1)
+    outs = sample_with_tools(
+        model,
+        tok,
+        [prompt(tok)] * 2,
+        GenerationConfig(max_new_tokens=10_000),
+        n_samples=2,
+        deadline=time.monotonic() - 1,
+    )
     assert model.calls == 0 and time.monotonic() - start < 0.5
     assert all(s.text == "" and s.timed_out for o in outs for s in o)
-    assert generate_texts(model, tok, ["a", "b"], GenerationConfig(), deadline=time.monotonic() - 1) == [("", 0)] * 2
+    assert (
+        generate_texts(model, tok, ["a", "b"], GenerationConfig(), deadline=time.monotonic() - 1)
+        == [("", 0)] * 2
+    )
 
 
 def test_a_deadline_stops_a_long_generation_on_time(tok):
     model = ScriptedLM(tok, lambda done, _: "1", delay=0.01)  # would babble for 10_000 steps (> 100 s)
     start = time.monotonic()
-    [[sample]] = sample_reasoning(model, tok, [prompt(tok)], GenerationConfig(max_new_tokens=10_000),
-                                  deadline=start + 0.5)
+    [[sample]] = sample_reasoning(
+        model, tok, [prompt(tok)], GenerationConfig(max_new_tokens=10_000), deadline=start + 0.5
+    )
     elapsed = time.monotonic() - start
     assert 0.5 <= elapsed < 1.5, elapsed
     assert sample.timed_out and 0 < sample.new_tokens < 200 and set(sample.text) == {"1"}
 
 
 def test_a_deadline_inside_a_round_cuts_the_sample_and_runs_no_code(tok):
-    model = ScriptedLM(tok, script(tool_writer), delay=0.003)
-    deadline = time.monotonic() + 0.15  # enough to start writing, not to finish the code block
+    model = ScriptedLM(tok, script(tool_writer), delay=0.02)  # the code block takes 38 steps: > 0.76 s
+    deadline = time.monotonic() + 0.3  # time to start writing, not to finish the code block
 
     def run_code(code):
         raise AssertionError("ran past the deadline")
 
-    [[sample]] = sample_with_tools(model, tok, [prompt(tok)], GenerationConfig(max_new_tokens=200), deadline=deadline,
-                                   run_code=run_code)
-    assert sample.timed_out and sample.text and "```output" not in sample.text
+    [[sample]] = sample_with_tools(
+        model, tok, [prompt(tok)], GenerationConfig(max_new_tokens=200), deadline=deadline, run_code=run_code
+    )
+    assert sample.timed_out and "```output" not in sample.text and len(sample.text) < 30
     assert time.monotonic() - deadline < 0.5
 
 
@@ -272,11 +308,15 @@ def test_code_runs_only_with_time_left_and_never_past_the_deadline(tok, monkeypa
 
     monkeypatch.setattr(utils.sandbox, "run_python", fake_run_python)
     config = GenerationConfig(max_new_tokens=200, code_timeout=30.0)
-    [[sample]] = sample_with_tools(ScriptedLM(tok, script(tool_writer)), tok, [prompt(tok)], config,
-                                   deadline=time.monotonic() + 10)
-    assert sample.text.endswith("\\boxed{5535}.") and 8 < timeouts[0] <= 10  # the timeout shrank to the time left
+    [[sample]] = sample_with_tools(
+        ScriptedLM(tok, script(tool_writer)), tok, [prompt(tok)], config, deadline=time.monotonic() + 10
+    )
+    assert (
+        sample.text.endswith("\\boxed{5535}.") and 8 < timeouts[0] <= 10
+    )  # the timeout shrank to the time left
 
     monkeypatch.setattr(generation, "MIN_CODE_SECONDS", 1000.0)  # now 10 s is too little time to run code
-    [[sample]] = sample_with_tools(ScriptedLM(tok, script(tool_writer)), tok, [prompt(tok)], config,
-                                   deadline=time.monotonic() + 10)
+    [[sample]] = sample_with_tools(
+        ScriptedLM(tok, script(tool_writer)), tok, [prompt(tok)], config, deadline=time.monotonic() + 10
+    )
     assert len(timeouts) == 1 and sample.timed_out and sample.text.rstrip().endswith("```output")

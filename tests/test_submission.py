@@ -236,8 +236,9 @@ def test_cli_drives_build_solver(reference, tmp_path, monkeypatch, capsys):
 
     class FakeSolverModule:
         @staticmethod
-        def build_solver(model, mode, samples, seed):
+        def build_solver(model, mode, samples, seed, competition):
             calls.append((model, mode, samples, seed))
+            assert competition == "aimo2"  # the vote happens in the competition's answer range
             return lambda problem, deadline: 3
 
     monkeypatch.setitem(sys.modules, "utils.solver", FakeSolverModule)

@@ -71,7 +71,7 @@ def test_training_killed_part_way_resumes_to_the_same_adapter(tiny_model, tmp_pa
 
     resumed = _train(tiny_model, tmp_path / "b")
     assert resumed.resumed_from.endswith("checkpoint-3") and resumed.steps == 8
-    straight = _train(tiny_model, tmp_path / "a")
+    _train(tiny_model, tmp_path / "a")  # the same recipe, uninterrupted
     a = load_file(tmp_path / "a" / "final" / "adapter_model.safetensors")
     b = load_file(tmp_path / "b" / "final" / "adapter_model.safetensors")
     assert a.keys() == b.keys()

@@ -293,6 +293,16 @@ def keep_4bit_weights_unpacked(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def parameter_count(model) -> int:
+    """Parameters as the unquantized model has them (a 4-bit weight packs two values in a byte: its
+    original shape is in its quantization state), so that shares compare across base precisions."""
+    total = 0
+    for p in model.parameters():
+        shape = getattr(getattr(p, "quant_state", None), "shape", None)
+        total += math.prod(shape) if shape is not None else p.numel()
+    return total
+
+
 def base_reference(model_name: str, quantization: str, tokenizer_texts: list[str]) -> tuple[int, float]:
     """(parameter count, forgetting-text loss) of the untouched base, from a model loaded for this alone
     and discarded: training starts from a fresh load, never from a model that already ran."""
@@ -300,7 +310,7 @@ def base_reference(model_name: str, quantization: str, tokenizer_texts: list[str
 
     model, tokenizer = load_model(model_name, quantization)
     keep_4bit_weights_unpacked(model)
-    params = sum(p.numel() for p in model.parameters())
+    params = parameter_count(model)
     loss = text_loss(model, tokenizer, tokenizer_texts)
     del model
     gc.collect()
@@ -577,6 +587,7 @@ def display_table(table):
     out["adapter_bytes"] = [
         f"{v / 1024:,.1f}" if k else "-" for v, k in zip(table["adapter_bytes"], ok, strict=True)
     ]
+    out["learning_rate"] = [f"{v:g}" for v in table["learning_rate"]]
     return out.rename(columns={"adapter_bytes": "adapter_KB", "trainable_parameters": "trainable"}).round(3)
 
 
@@ -601,17 +612,29 @@ def pareto_front(table, x: str, y: str = "accuracy") -> list[str]:
 
 def pareto_figure(table, path: str | Path | None = None):
     """Accuracy (mean over seeds, bars from the worst to the best seed) against trainable parameters
-    and against train time, the Pareto front dashed."""
+    and against train time, one colour per family, the Pareto front dashed."""
     import matplotlib.pyplot as plt
 
     ok = table[table["status"] == "ok"]
+    colours = dict(zip(dict.fromkeys(ok["family"]), plt.cm.tab10.colors, strict=False))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
     for ax, x, label in (
         (axes[0], "trainable_parameters", "trainable parameters (log)"),
         (axes[1], "train_seconds", "train time, s (log)"),
     ):
-        err = [ok["accuracy"] - ok["accuracy_min"], ok["accuracy_max"] - ok["accuracy"]]
-        ax.errorbar(ok[x], ok["accuracy"], yerr=err, fmt="o", ms=5, capsize=3, alpha=0.8)
+        for family, rows in ok.groupby("family", sort=False):
+            err = [rows["accuracy"] - rows["accuracy_min"], rows["accuracy_max"] - rows["accuracy"]]
+            ax.errorbar(
+                rows[x],
+                rows["accuracy"],
+                yerr=err,
+                fmt="o",
+                ms=5,
+                capsize=3,
+                alpha=0.8,
+                color=colours[family],
+                label=family,
+            )
         for _, row in ok.iterrows():
             ax.annotate(
                 row["method"],
@@ -623,7 +646,7 @@ def pareto_figure(table, path: str | Path | None = None):
         front = ok.set_index("method").loc[pareto_front(table, x)]
         ax.step(front[x], front["accuracy"], where="post", color="gray", linestyle="--", label="Pareto front")
         ax.set(xscale="log", xlabel=label, title=f"Accuracy against {label.split(' (')[0]}")
-        ax.legend(fontsize=8, loc="lower right")
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     axes[0].set_ylabel("held-out accuracy")
     fig.tight_layout()
     if path:
@@ -638,52 +661,62 @@ def _pct(v: float) -> str:
 
 def reading(table) -> list[str]:
     """A short reading of the table, every number taken from it (nothing about timings: see
-    `speed_reading`)."""
+    `speed_reading`). Accuracy differences smaller than the seeds' own spread are called noise."""
     ok = table[table["status"] == "ok"].set_index("method")
     failed = table[table["status"] != "ok"]
-    lines = []
     if ok.empty:
         return [
             "Every method failed: "
             + "; ".join(f"{m}: {e}" for m, e in zip(failed["method"], failed["error"], strict=True))
         ]
-    best = ok["accuracy"].idxmax()
-    lines.append(
-        f"Best held-out accuracy: {best}, {ok.loc[best, 'accuracy']:.2f} (mean over seeds), training "
+    acc, best = ok["accuracy"], ok["accuracy"].idxmax()
+    lines = [
+        f"Best held-out accuracy: {best}, {acc[best]:.3f} (mean over seeds), training "
         f"{ok.loc[best, 'trainable_parameters']:,.0f} parameters ({_pct(ok.loc[best, 'trainable_share'])} "
         "of the model)."
-    )
+    ]
     if "full" in ok.index and best != "full":
-        gap = ok.loc[best, "accuracy"] - ok.loc["full", "accuracy"]
         lines.append(
-            f"Full fine-tuning, the reference, scores {ok.loc['full', 'accuracy']:.2f}: "
-            f"{abs(gap):.2f} {'below' if gap > 0 else 'above'} {best}."
+            f"Full fine-tuning, the reference, scores {acc['full']:.3f}, {acc[best] - acc['full']:.3f} "
+            f"below {best}."
         )
     front = pareto_front(table, "trainable_parameters")
     lines.append(
         "On the accuracy/parameters Pareto front: "
-        + ", ".join(
-            f"{m} ({ok.loc[m, 'trainable_parameters']:,.0f} params, {ok.loc[m, 'accuracy']:.2f})"
-            for m in front
-        )
+        + ", ".join(f"{m} ({ok.loc[m, 'trainable_parameters']:,.0f} parameters, {acc[m]:.3f})" for m in front)
         + "."
     )
-    zero = sorted(ok.index[ok["accuracy"] == 0])
+    zero = sorted(ok.index[acc == 0])
     if zero:
         lines.append(f"Scoring 0 at this budget: {', '.join(zero)}.")
-    spread = ok["accuracy_max"] - ok["accuracy_min"]
-    lines.append(
-        f"Seeds move a method's accuracy by up to {spread.max():.2f} ({spread.idxmax()}), "
-        f"{spread.median():.2f} at the median: smaller differences between methods are noise."
-    )
+    lines.append(_noise_line(ok))
     most, least = ok["forgetting"].idxmax(), ok["forgetting"].idxmin()
     lines.append(
-        f"Forgetting (loss change on unrelated text): largest for {most} ({ok.loc[most, 'forgetting']:+.3f}), "
-        f"smallest for {least} ({ok.loc[least, 'forgetting']:+.3f})."
+        f"Forgetting (the loss change on text that is not the task; negative: it got easier): largest "
+        f"for {most} ({ok.loc[most, 'forgetting']:+.3f}), smallest for {least} "
+        f"({ok.loc[least, 'forgetting']:+.3f})."
     )
-    for _, row in failed.iterrows():
-        lines.append(f"{row['method']} failed: {row['error']}")
+    lines += [f"{row['method']} failed: {row['error']}" for _, row in failed.iterrows()]
     return lines
+
+
+def _noise_line(ok) -> str:
+    """Compare the range of accuracies across methods with the seeds' spread; when accuracy cannot
+    separate the methods, rank them by validation loss, which can."""
+    spread = ok["accuracy_max"] - ok["accuracy_min"]
+    spread_range = ok["accuracy"].max() - ok["accuracy"].min()
+    line = (
+        f"Seeds move a method's accuracy by up to {spread.max():.3f} ({spread.idxmax()}), {spread.median():.3f} "
+        f"at the median; the methods' mean accuracies span {spread_range:.3f}"
+    )
+    if spread_range > 2 * spread.max():
+        return line + ": the gaps between the best and the worst methods are larger than the noise."
+    ranked = ok["validation_loss"].dropna().sort_values()
+    by_loss = ", ".join(f"{m} {v:.3f}" for m, v in ranked.head(3).items())
+    return (
+        line + ": at this budget accuracy does not separate the methods. Validation loss does: lowest "
+        f"for {by_loss}; highest for {ranked.index[-1]} {ranked.iloc[-1]:.3f}."
+    )
 
 
 def speed_reading(table) -> list[str]:

@@ -56,7 +56,7 @@ def evaluate(model, tokenizer, problems: list[Problem], mode: str = "reasoning",
         idx = [i for i, pm in enumerate(modes) if pm == m]
         prompts = [build_prompt(tokenizer, problems[i].problem, m) for i in idx]
         sampler = sample_with_tools if m == "tools" else sample_reasoning
-        for i, s in zip(idx, sampler(model, tokenizer, prompts, config, n_samples=1)):
+        for i, s in zip(idx, sampler(model, tokenizer, prompts, config, n_samples=1), strict=False):
             outputs[i] = s[0].text
     return score(problems, outputs)
 

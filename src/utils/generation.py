@@ -70,8 +70,11 @@ def past(deadline: float | None) -> bool:
 
 
 def _generate_kwargs(tokenizer, config: GenerationConfig, stop_strings, deadline) -> dict:
-    kwargs = dict(max_new_tokens=config.max_new_tokens, do_sample=config.temperature > 0,
-                  pad_token_id=tokenizer.pad_token_id)
+    kwargs = dict(
+        max_new_tokens=config.max_new_tokens,
+        do_sample=config.temperature > 0,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     if config.temperature > 0:
         kwargs.update(temperature=config.temperature, top_p=config.top_p)
     else:  # unset the model's sampling defaults, which would only warn under greedy decoding
@@ -90,14 +93,27 @@ def _encode(model, tokenizer, chunk: list[str], max_new_tokens: int):
     rather than through the tokenizer's truncation side, which training code shares)."""
     enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if isinstance(limit, int) and limit > max_new_tokens and enc["input_ids"].shape[1] > limit - max_new_tokens:
+    if (
+        isinstance(limit, int)
+        and limit > max_new_tokens
+        and enc["input_ids"].shape[1] > limit - max_new_tokens
+    ):
         keep = limit - max_new_tokens
-        enc["input_ids"], enc["attention_mask"] = enc["input_ids"][:, -keep:], enc["attention_mask"][:, -keep:]
+        enc["input_ids"], enc["attention_mask"] = (
+            enc["input_ids"][:, -keep:],
+            enc["attention_mask"][:, -keep:],
+        )
     return enc
 
 
-def generate_texts(model, tokenizer, prompts: list[str], config: GenerationConfig,
-                   stop_strings: list[str] | None = None, deadline: float | None = None) -> list[tuple[str, int]]:
+def generate_texts(
+    model,
+    tokenizer,
+    prompts: list[str],
+    config: GenerationConfig,
+    stop_strings: list[str] | None = None,
+    deadline: float | None = None,
+) -> list[tuple[str, int]]:
     """Complete every prompt once, in batches; returns (text, number of new tokens) per prompt.
 
     Prompts are left-padded so that all of a batch continues from the same position. Batches are not
@@ -121,8 +137,14 @@ def generate_texts(model, tokenizer, prompts: list[str], config: GenerationConfi
     return results
 
 
-def sample_reasoning(model, tokenizer, prompts: list[str], config: GenerationConfig, n_samples: int = 1,
-                     deadline: float | None = None) -> list[list[Sample]]:
+def sample_reasoning(
+    model,
+    tokenizer,
+    prompts: list[str],
+    config: GenerationConfig,
+    n_samples: int = 1,
+    deadline: float | None = None,
+) -> list[list[Sample]]:
     """`n_samples` completions of every prompt, all prompts and samples batched together."""
     flat = [p for p in prompts for _ in range(n_samples)]
     outs = generate_texts(model, tokenizer, flat, config, deadline=deadline)
@@ -174,8 +196,15 @@ def _run_all(codes: list[str], run_code: Callable, workers: int) -> dict[str, ob
         return dict(zip(unique, pool.map(run_code, unique), strict=True))
 
 
-def sample_with_tools(model, tokenizer, prompts: list[str], config: GenerationConfig, n_samples: int = 1,
-                      deadline: float | None = None, run_code: Callable | None = None) -> list[list[Sample]]:
+def sample_with_tools(
+    model,
+    tokenizer,
+    prompts: list[str],
+    config: GenerationConfig,
+    n_samples: int = 1,
+    deadline: float | None = None,
+    run_code: Callable | None = None,
+) -> list[list[Sample]]:
     """Tool-integrated reasoning: generate until an output block opens, run the code, feed back, go on.
 
     Every unfinished sample of every prompt advances together in one batched call per round. `run_code`
@@ -193,8 +222,14 @@ def sample_with_tools(model, tokenizer, prompts: list[str], config: GenerationCo
                 samples[i].timed_out = True
             break
         stops = [OUTPUT_OPEN] if round_ < config.max_code_rounds else None
-        outs = generate_texts(model, tokenizer, [flat_prompts[i] + samples[i].text for i in active], config,
-                              stop_strings=stops, deadline=deadline)
+        outs = generate_texts(
+            model,
+            tokenizer,
+            [flat_prompts[i] + samples[i].text for i in active],
+            config,
+            stop_strings=stops,
+            deadline=deadline,
+        )
         cut = past(deadline)
         for i, (text, n) in zip(active, outs, strict=True):
             samples[i].text += text
@@ -205,8 +240,13 @@ def sample_with_tools(model, tokenizer, prompts: list[str], config: GenerationCo
     return _regroup(samples, len(prompts), n_samples)
 
 
-def _feed_outputs(samples: list[Sample], waiting: dict[int, str], run_code: Callable, config: GenerationConfig,
-                  deadline: float | None) -> list[int]:
+def _feed_outputs(
+    samples: list[Sample],
+    waiting: dict[int, str],
+    run_code: Callable,
+    config: GenerationConfig,
+    deadline: float | None,
+) -> list[int]:
     """Run the waiting samples' code and append each output block; returns the samples that go on."""
     if not waiting:
         return []

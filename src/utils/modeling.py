@@ -362,6 +362,10 @@ def load_model(name: str, quantization: str = "none", device: str | None = None)
         attn_implementation="sdpa",
     )
     model.generation_config.pad_token_id = model.generation_config.pad_token_id or model.config.eos_token_id
+    if quantization not in ("none", "16bit", None) and dev.type == "cpu":
+        from utils.quantization import cpu_4bit_fallback
+
+        cpu_4bit_fallback(model)  # bitsandbytes' repacked CPU 4-bit kernels fail on odd layer widths
     return model, load_tokenizer(path)
 
 

@@ -68,8 +68,11 @@ def strip(path: str | Path) -> None:
     nb = json.loads(path.read_text())
     nb.get("metadata", {}).pop("papermill", None)
     for cell in nb.get("cells", []):
-        cell.get("metadata", {}).pop("papermill", None)
-        cell.get("metadata", {}).pop("execution", None)
+        meta = cell.get("metadata", {})
+        meta.pop("papermill", None)
+        meta.pop("execution", None)
+        if meta.get("tags") == []:  # papermill adds empty tag lists, which jupytext would copy into the .py
+            meta.pop("tags")
     atomic_write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 

@@ -36,9 +36,9 @@ def loss_curve(log_history: list[dict], path: str | Path | None = None, title: s
     evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     if train:
-        ax.plot(*zip(*train), label="train", marker=".")
+        ax.plot(*zip(*train, strict=False), label="train", marker=".")
     if evals:
-        ax.plot(*zip(*evals), label="validation", marker="o")
+        ax.plot(*zip(*evals, strict=False), label="validation", marker="o")
     ax.set(xlabel="step", ylabel="loss", title=title)
     ax.legend()
     fig.tight_layout()
@@ -69,7 +69,7 @@ def scatter(points: list[dict], x: str, y: str, label: str, path: str | Path | N
                 best = p[y]
                 line.append((p[x], p[y]))
         if line:
-            ax.step(*zip(*line), where="post", color="gray", linestyle="--", label="Pareto front")
+            ax.step(*zip(*line, strict=False), where="post", color="gray", linestyle="--", label="Pareto front")
             ax.legend(fontsize=8)
     ax.set(xlabel=x, ylabel=y, title=title, xscale="log" if logx else "linear")
     fig.tight_layout()

@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from utils.data import DATASETS, Problem, load_all, save_problems
+from utils.data import Problem, load_all, save_problems
 from utils.dedup import decontaminate, deduplicate
 from utils.io import atomic_write_json, write_jsonl
 from utils.prompts import solution_for, user_message

@@ -26,13 +26,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-# bitsandbytes' CPU library and torch each bring an OpenMP runtime; by default their idle threads spin,
-# and on a small shared CPU each side then waits for the other's spinning threads: a decoding step of the
-# tiny model went from 5 ms to 500 ms. Sleeping idle threads avoid it. Read when torch loads, so this only
-# helps where this module is imported first (utils/__init__.py is the better home).
+# OpenMP's default lets idle worker threads spin. On a 2-core CPU shared with other processes, once
+# bitsandbytes' CPU kernels had run, a decoding step of the tiny model went from about 5 ms to 500 ms, in
+# every model loaded afterwards too; with idle threads sleeping (PASSIVE) it stayed at 5 ms. Read when
+# torch loads, so this only helps where this module is imported first (utils/__init__.py is the better home).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# transformers imports tqdm.auto, which warns in a notebook without ipywidgets: noise in stored outputs.
-warnings.filterwarnings("ignore", message="IProgress not found")
 
 import torch
 

@@ -53,7 +53,7 @@ def section_notebooks(outputs: Path) -> str:
         parts.append("**03 adapter comparison** (mean over seeds):\n\n" + _table(keys, rows))
     m4 = _load(outputs / "04_quantized_inference" / "metrics.json")
     if m4 and isinstance(m4.get("variants"), list):
-        keys = ["variant", "weight_memory_mb", "accuracy", "perplexity", "agreement_with_16bit", "tokens_per_second"]
+        keys = ["variant", "deployment", "weight_memory_mb", "accuracy", "perplexity", "agreement_with_16bit", "tokens_per_second"]
         rows = [[r.get(k, "") for k in keys] for r in m4["variants"]]
         parts.append("**04 quantized inference**:\n\n" + _table(keys, rows))
     m5 = _load(outputs / "05_submission" / "metrics.json")

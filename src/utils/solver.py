@@ -32,6 +32,7 @@ from utils.generation import GenerationConfig, Sample, past, sample_reasoning, s
 from utils.prompts import MODES, build_prompt
 
 log = logging.getLogger(__name__)
+ANSWER_SOURCES = ("boxed", "program")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class SolverConfig:
     competition: str = "aimo3"  # the answer range: mod 1000 (aimo1, aimo2) or 0..99999 (aimo3)
     fallback: int = 0  # the answer when no sample's answer parses
     seed: int = 0
+    # Where a sample's answer is read: "boxed", its final answer; "program", the integer its last program
+    # printed, when it ran and printed one (a small model may compute right and copy the result wrong)
+    answer_from: str = "boxed"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -59,15 +63,26 @@ class SolverConfig:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"SolverConfig.{name}: expected an int >= 1, got {getattr(self, name)!r}")
         if self.competition not in COMPETITION_RANGES:
-            raise ValueError(f"SolverConfig.competition: expected one of {sorted(COMPETITION_RANGES)}, "
-                             f"got {self.competition!r}")
+            raise ValueError(
+                f"SolverConfig.competition: expected one of {sorted(COMPETITION_RANGES)}, "
+                f"got {self.competition!r}"
+            )
+        if self.answer_from not in ANSWER_SOURCES:
+            raise ValueError(
+                f"SolverConfig.answer_from: expected one of {ANSWER_SOURCES}, got {self.answer_from!r}"
+            )
         if self.min_votes is not None and self.min_votes < 1:
             raise ValueError(f"SolverConfig.min_votes: expected None or an int >= 1, got {self.min_votes!r}")
 
     def generation(self) -> GenerationConfig:
-        return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature if self.samples > 1 else 0.0,
-                                top_p=self.top_p, batch_size=self.batch_size, max_code_rounds=self.max_code_rounds,
-                                code_timeout=self.code_timeout)
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature if self.samples > 1 else 0.0,
+            top_p=self.top_p,
+            batch_size=self.batch_size,
+            max_code_rounds=self.max_code_rounds,
+            code_timeout=self.code_timeout,
+        )
 
 
 @dataclass
@@ -103,7 +118,7 @@ class _Ballot:
     def add(self, wave: Sequence[Sample]) -> None:
         for sample in wave:
             self.outputs.append(sample.text)
-            self.answers.append(read_answer(sample.text, self.config.competition))
+            self.answers.append(sample_answer(sample, self.config.competition, self.config.answer_from))
             self.timed_out |= sample.timed_out
         vote = majority_vote(self.answers, fallback=self.config.fallback)
         if self.left > 0 and vote_is_decided(vote, self.left, self.config.min_votes):
@@ -115,14 +130,32 @@ class _Ballot:
 
     def solution(self, seconds: float) -> Solution:
         vote = majority_vote(self.answers, fallback=self.config.fallback)
-        return Solution(answer=vote.answer, votes=dict(vote.counts), samples=len(self.answers), seconds=seconds,
-                        outputs=self.outputs, answers=self.answers, stopped_early=self.stopped_early,
-                        timed_out=self.timed_out, error=self.error)
+        return Solution(
+            answer=vote.answer,
+            votes=dict(vote.counts),
+            samples=len(self.answers),
+            seconds=seconds,
+            outputs=self.outputs,
+            answers=self.answers,
+            stopped_early=self.stopped_early,
+            timed_out=self.timed_out,
+            error=self.error,
+        )
 
 
 def read_answer(text: str, competition: str) -> int | None:
     """A sample's answer as the competition would score it (None: no answer, or out of range)."""
     return normalize_for_competition(extract_answer(text), competition)
+
+
+def sample_answer(sample: Sample, competition: str, answer_from: str = "boxed") -> int | None:
+    """A sample's vote: its final answer, or with `answer_from="program"` what its last program printed
+    (when that program ran without error and printed an integer; else its final answer)."""
+    if answer_from == "program" and sample.code_runs and not sample.code_runs[-1].get("error"):
+        printed = extract_answer(sample.code_runs[-1].get("stdout") or "")
+        if printed is not None:
+            return normalize_for_competition(printed, competition)
+    return read_answer(sample.text, competition)
 
 
 def seed_for_problem(problem: str, seed: int) -> int:
@@ -141,8 +174,13 @@ class Solver:
     (so that, on a Kaggle rerun, the model loads inside the first `predict` call).
     """
 
-    def __init__(self, model=None, tokenizer=None, config: SolverConfig | None = None,
-                 loader: Callable[[], tuple] | None = None):
+    def __init__(
+        self,
+        model=None,
+        tokenizer=None,
+        config: SolverConfig | None = None,
+        loader: Callable[[], tuple] | None = None,
+    ):
         if model is None and loader is None:
             raise ValueError("Solver needs a model (and tokenizer) or a loader")
         self._model, self._tokenizer, self._loader = model, tokenizer, loader
@@ -189,7 +227,9 @@ class Solver:
         prompt = build_prompt(tokenizer, problem, cfg.mode)
         ballot, wave_seconds = _Ballot(cfg), 0.0
         while ballot.open:
-            if past(deadline) or (ballot.answers and time.monotonic() + wave_seconds > deadline_or_inf(deadline)):
+            if past(deadline) or (
+                ballot.answers and time.monotonic() + wave_seconds > _deadline_or_inf(deadline)
+            ):
                 ballot.timed_out = True  # no time for another wave like the last one
                 break
             began = time.monotonic()
@@ -228,17 +268,27 @@ class Solver:
         seconds = (time.monotonic() - start) / max(len(problems), 1)
         return [b.solution(seconds) for b in ballots]
 
-    def _sample(self, model, tokenizer, prompts: list[str], n: int, deadline: float | None) -> list[list[Sample]]:
+    def _sample(
+        self, model, tokenizer, prompts: list[str], n: int, deadline: float | None
+    ) -> list[list[Sample]]:
         sampler = sample_with_tools if self.config.mode == "tools" else sample_reasoning
         return sampler(model, tokenizer, prompts, self.config.generation(), n_samples=n, deadline=deadline)
 
 
-def deadline_or_inf(deadline: float | None) -> float:
+def _deadline_or_inf(deadline: float | None) -> float:
     return float("inf") if deadline is None else deadline
 
 
-def build_solver(model: str, mode: str = "tools", samples: int = 8, seed: int = 0, quantization: str = "none",
-                 competition: str = "aimo3", lazy: bool = False, **overrides) -> Solver:
+def build_solver(
+    model: str,
+    mode: str = "tools",
+    samples: int = 8,
+    seed: int = 0,
+    quantization: str = "none",
+    competition: str = "aimo3",
+    lazy: bool = False,
+    **overrides,
+) -> Solver:
     """A Solver for `model`: a name, folder, Kaggle Model, a saved adapter folder, or notebook 04's output
     folder (its `choice.json` then names the model and its quantization, and `quantization` is ignored).
 
@@ -283,15 +333,36 @@ def score_solutions(problems: Sequence, solutions: Sequence[Solution], competiti
         correct = s.answer == truth and bool(s.votes)  # a fallback answer never counts as solved
         kind = p.metadata.get("kind", p.source)
         per_kind[kind].append(correct)
-        records.append({"id": p.id, "kind": kind, "answer": p.answer, "predicted": s.answer, "correct": correct,
-                        "votes": s.votes, "samples": s.samples, "output": s.outputs[0] if s.outputs else ""})
+        records.append(
+            {
+                "id": p.id,
+                "kind": kind,
+                "answer": p.answer,
+                "predicted": s.answer,
+                "correct": correct,
+                "votes": s.votes,
+                "samples": s.samples,
+                "output": s.outputs[0] if s.outputs else "",
+            }
+        )
     n = len(records)
     by_kind = {k: sum(v) / len(v) for k, v in sorted(per_kind.items())}
-    return EvalResult(accuracy=sum(r["correct"] for r in records) / n if n else 0.0, n=n, by_kind=by_kind,
-                      records=records)
+    return EvalResult(
+        accuracy=sum(r["correct"] for r in records) / n if n else 0.0, n=n, by_kind=by_kind, records=records
+    )
 
 
-def evaluation_problems(root_output_dir: str | os.PathLike, source: str = "embedded", limit: int | None = None) -> list:
+def evaluate_solver(solver: Solver, problems: Sequence):
+    """`solver.solve_batch` on held-out problems (`utils.data.Problem`), scored as its competition would
+    (an `EvalResult`; each record also holds the samples drawn, the vote and the first sample's text)."""
+    return score_solutions(
+        problems, solver.solve_batch([p.problem for p in problems]), solver.config.competition
+    )
+
+
+def evaluation_problems(
+    root_output_dir: str | os.PathLike, source: str = "embedded", limit: int | None = None
+) -> list:
     """Notebook 01's held-out problems, or none on a competition rerun or when 01's output is absent
     (a submission notebook must still run to its submission then)."""
     from utils.evaluation import held_out
@@ -317,12 +388,19 @@ def write_problems_csv(problems: Sequence, path: str | os.PathLike) -> Path:
     return path
 
 
-KAGGLE_FILES = {"aimo1": "kaggle/aimo1/train.csv", "aimo2": "kaggle/aimo2/reference.csv",
-                "aimo3": "kaggle/aimo3/reference.csv"}
+KAGGLE_FILES = {
+    "aimo1": "kaggle/aimo1/train.csv",
+    "aimo2": "kaggle/aimo2/reference.csv",
+    "aimo3": "kaggle/aimo3/reference.csv",
+}
 
 
-def local_problems_csv(data_dir: str | os.PathLike | None, competition: str, fallback: Sequence = (),
-                       out_dir: str | os.PathLike = ".") -> Path | None:
+def local_problems_csv(
+    data_dir: str | os.PathLike | None,
+    competition: str,
+    fallback: Sequence = (),
+    out_dir: str | os.PathLike = ".",
+) -> Path | None:
     """The problems a local run of the gateway answers, the first that exists of: the competition's public
     problems with answers in DATA_DIR (AIMO 3's absent: AIMO 2's, the same format); None when the
     competition is attached (the gateway then reads its `test.csv`, as on Kaggle); else the `fallback`
@@ -336,12 +414,16 @@ def local_problems_csv(data_dir: str | os.PathLike | None, competition: str, fal
     if find_competition_dir(competition_spec(competition).slug):
         return None
     if not fallback:
-        raise FileNotFoundError(f"no problems for a local {competition} run: no DATA_DIR/{KAGGLE_FILES[competition]}, "
-                                "no attached competition, and no fallback problems")
+        raise FileNotFoundError(
+            f"no problems for a local {competition} run: no DATA_DIR/{KAGGLE_FILES[competition]}, "
+            "no attached competition, and no fallback problems"
+        )
     return write_problems_csv(fallback, Path(out_dir) / "problems.csv")
 
 
-def budget_schedule(total_seconds: float, seconds_taken: Sequence[float], reserve_fraction: float = 0.1) -> list[dict]:
+def budget_schedule(
+    total_seconds: float, seconds_taken: Sequence[float], reserve_fraction: float = 0.1
+) -> list[dict]:
     """How `TimeBudget` shares a budget when the problems take `seconds_taken` (a simulated clock):
     each problem's share, what it used, and what was left for the problems after it."""
     from utils.budget import TimeBudget
@@ -353,8 +435,14 @@ def budget_schedule(total_seconds: float, seconds_taken: Sequence[float], reserv
         share = budget.start_problem() - now[0]
         now[0] += min(took, share)
         budget.finish_problem()
-        rows.append({"problem": k + 1, "share_s": round(share, 1), "used_s": round(min(took, share), 1),
-                     "left_s": round(budget.seconds_left(), 1)})
+        rows.append(
+            {
+                "problem": k + 1,
+                "share_s": round(share, 1),
+                "used_s": round(min(took, share), 1),
+                "left_s": round(budget.seconds_left(), 1),
+            }
+        )
     return rows
 
 
@@ -364,8 +452,10 @@ def submission_model(model: str, adapter: str, root_output_dir: str | os.PathLik
     if adapter != "auto":
         return adapter or model
     root = Path(root_output_dir)
-    for folder, marker in ((root / "04_quantized_inference", CHOICE_FILE),
-                           (root / "02_lora_sft" / "adapter" / "final", "adapter_config.json")):
+    for folder, marker in (
+        (root / "04_quantized_inference", CHOICE_FILE),
+        (root / "02_lora_sft" / "adapter" / "final", "adapter_config.json"),
+    ):
         if (folder / marker).is_file():
             return str(folder)
     return model

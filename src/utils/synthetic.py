@@ -159,7 +159,7 @@ def format_snippets(seed: int = 0, n: int = 400) -> list[str]:
         docs.append(f"```python\nprint({a} {op} {b})\n```\n```output\n{value}\n```")
     greetings = ["Hello.", "What is your name?", "Can you help me?", "Thank you.", "Good morning."]
     replies = ["Hello! How can I help?", "I am a small model.", "Yes, I can help.", "You are welcome.", "Good morning!"]
-    docs += [f"User: {q}\n\nAssistant: {a}" for q, a in zip(greetings, replies)] * 20
+    docs += [f"User: {q}\n\nAssistant: {a}" for q, a in zip(greetings, replies, strict=False)] * 20
     docs += list(INSTRUCTIONS.values()) * 20
     return docs
 
