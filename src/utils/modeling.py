@@ -124,12 +124,19 @@ def pretraining_corpus(config: TinyModelConfig) -> list[str]:
     return docs
 
 
-def train_tokenizer(texts: list[str], vocab_size: int):
-    """Byte-level BPE, digits split one per token, DeepSeek-style special tokens and chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+TOKENIZER_FILE = project_root() / "data" / "tiny_tokenizer.json"
 
-    from utils.prompts import DEEPSEEK_CHAT_TEMPLATE, INSTRUCTIONS
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """Byte-level BPE, digits split one per token, DeepSeek-style special tokens and chat template.
+
+    The `tokenizers` trainer breaks ties between equally frequent merges differently from run to run,
+    so the series uses the tokenizer trained once and kept in `data/tiny_tokenizer.json` (see
+    `tiny_tokenizer`); this function retrains it (`python -m utils.modeling retrain-tokenizer`).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from utils.prompts import INSTRUCTIONS
     from utils.synthetic import generate_problems
 
     tok = Tokenizer(models.BPE())
@@ -147,6 +154,23 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     samples = [p.solution + "\n" + p.metadata["tool_solution"] for p in generate_problems(300, split="tokenizer")]
     extra = ["User: ", "\n\nAssistant: ", *INSTRUCTIONS.values()] * 50 + samples
     tok.train_from_iterator(texts + extra, trainer=trainer)
+    return _wrap(tok)
+
+
+def tiny_tokenizer(config: TinyModelConfig):
+    """The embedded model's tokenizer: the committed one (deterministic), or a fresh one if it is missing."""
+    from tokenizers import Tokenizer
+
+    if TOKENIZER_FILE.is_file():
+        return _wrap(Tokenizer.from_file(str(TOKENIZER_FILE)))
+    return train_tokenizer(pretraining_corpus(config), config.vocab_size)
+
+
+def _wrap(tok):
+    from transformers import PreTrainedTokenizerFast
+
+    from utils.prompts import DEEPSEEK_CHAT_TEMPLATE
+
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=4096
     )
@@ -223,7 +247,7 @@ def build_tiny_model(config: TinyModelConfig, out_dir: Path, progress: bool = Tr
     # A fixed thread count keeps the float reductions, and so the model, the same on every machine.
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     try:
-        tokenizer = train_tokenizer(pretraining_corpus(config), config.vocab_size)
+        tokenizer = tiny_tokenizer(config)
         model = LlamaForCausalLM(tiny_llama_config(config, tokenizer))
         losses = pretrain(model, tokenizer, config, progress=progress)
     finally:
@@ -375,3 +399,14 @@ def adapter_base(path: str) -> str | None:
     if not config.is_file():
         return None
     return json.loads(config.read_text())["base_model_name_or_path"]
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["retrain-tokenizer"]:
+        train_tokenizer(pretraining_corpus(TinyModelConfig()), TinyModelConfig().vocab_size).backend_tokenizer.save(
+            str(TOKENIZER_FILE))
+        print(f"wrote {TOKENIZER_FILE}; bump TinyModelConfig.version so the model is rebuilt")
+    else:
+        sys.exit("usage: python -m utils.modeling retrain-tokenizer")

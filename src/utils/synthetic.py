@@ -50,14 +50,14 @@ def _mental_product(r: random.Random, name: str, item: str):
     return text, [(a, "*", b)]
 
 
-def _compute_product(r: random.Random, name: str, item: str):
-    a, b = r.randint(11, 99), r.randint(11, 99)
+def _compute_product(r: random.Random, name: str, item: str, first: tuple = (11, 99)):
+    a, b = r.randint(*first), r.randint(11, 99)
     text = f"A shop packs {a} {item} into each crate. {name} orders {b} crates. How many {item} does {name} order?"
     return text, [(a, "*", b)]
 
 
-def _compute_product_sub(r: random.Random, name: str, item: str):
-    a, b = r.randint(11, 99), r.randint(11, 99)
+def _compute_product_sub(r: random.Random, name: str, item: str, first: tuple = (11, 99)):
+    a, b = r.randint(*first), r.randint(11, 99)
     c = r.randint(11, 99)
     text = f"{name} saves {a} {item} every week for {b} weeks and then gives {c} {item} away. How many {item} does {name} have left?"
     return text, [(a, "*", b), ("_", "-", c)]
@@ -100,10 +100,10 @@ def tool_solution(steps, answer: int) -> str:
     return f"{_numbers(steps)}\n```python\nprint({expr})\n```\n```output\n{answer}\n```\nThe answer is \\boxed{{{answer}}}."
 
 
-def make_problem(r: random.Random, kind: str, index: int, split: str) -> Problem:
+def make_problem(r: random.Random, kind: str, index: int, split: str, first_factor: tuple = (11, 99)) -> Problem:
     template = r.choice(TEMPLATES[kind])
     name, item = r.choice(NAMES), r.choice(ITEMS)
-    text, chain = template(r, name, item)
+    text, chain = template(r, name, item, first=first_factor) if kind == "compute" else template(r, name, item)
     steps, answer = _steps(chain)
     return Problem(
         id=f"embedded-{split}-{index:05d}",
@@ -116,12 +116,14 @@ def make_problem(r: random.Random, kind: str, index: int, split: str) -> Problem
     )
 
 
-def generate_problems(n: int, seed: int = 0, compute_share: float = 0.25, split: str = "all") -> list[Problem]:
-    """`n` problems, `compute_share` of them of the `compute` kind; a pure function of the seed."""
+def generate_problems(n: int, seed: int = 0, compute_share: float = 0.25, split: str = "all",
+                      first_factor: tuple = (11, 99)) -> list[Problem]:
+    """`n` problems, `compute_share` of them of the `compute` kind; a pure function of the seed.
+    `first_factor` bounds a compute problem's first factor (the pretraining text reads 3-digit ones)."""
     r = random.Random(f"{seed}-{split}")
     kinds = ["compute" if i < round(n * compute_share) else "mental" for i in range(n)]
     r.shuffle(kinds)
-    return [make_problem(r, kind, i, split) for i, kind in enumerate(kinds)]
+    return [make_problem(r, kind, i, split, first_factor) for i, kind in enumerate(kinds)]
 
 
 def arithmetic_facts(seed: int = 0, copies: int = 12, n_big_products: int = 500) -> list[str]:
@@ -184,7 +186,7 @@ def problem_statements(seed: int = 0, n: int = 1200) -> list[str]:
     """Word problems with their numbers listed, but never solved: reading comprehension a base model
     has, which fine-tuning turns into solving."""
     docs = []
-    for p in generate_problems(n, seed=seed, split="pretrain"):
+    for p in generate_problems(n, seed=seed, split="pretrain", first_factor=(101, 999)):
         numbers = [int(t) for t in re.findall(r"\d+", p.problem)]
         docs.append(f"{p.problem} Numbers: {', '.join(map(str, numbers))}.")
     return docs
