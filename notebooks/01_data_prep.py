@@ -97,8 +97,11 @@ pd.Series(decon["dropped_per_set"], name="dropped").to_frame()
 # One example per problem and prompt style. Here is one of each, rendered with the chat template of the
 # model notebook 02 will train (DeepSeek-Math's `User: … Assistant: …` format).
 
+# %% tags=["nbval-ignore-output"]
+model_path = resolve_model(MODEL)  # the embedded model is built and cached on first use (about 2 minutes)
+
 # %%
-tokenizer = load_tokenizer(resolve_model(MODEL))
+tokenizer = load_tokenizer(model_path)
 for mode in ("reasoning", "tools"):
     example = next(e for e in prep.train if e["mode"] == mode and e["source"] == "embedded")
     print(f"--- {mode} ({example['id']})")
