@@ -17,12 +17,12 @@ from benchmarks.common import bar, make_result, median, row, timed_repeats
 
 @dataclass(frozen=True)
 class GenerationBench:
-    """Sizes of one generation benchmark (the defaults take about a minute on 2 cores)."""
+    """Sizes of one generation benchmark (the defaults take under a minute on 2 cores)."""
 
     model: str = "auto"  # as notebook 05: notebook 02's tuned adapter if it exists, else the embedded model
-    problems: int = 3
+    problems: int = 4
     samples: int = 8
-    repeats: int = 3
+    repeats: int = 5
     max_new_tokens: int = 96  # GenerationConfig's and SolverConfig's default
     temperature: float = 0.7  # SolverConfig's default
     top_p: float = 0.95

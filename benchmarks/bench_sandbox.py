@@ -22,8 +22,8 @@ EXPECTED = "41268"
 class SandboxBench:
     """Sizes of one sandbox benchmark (the defaults take about 15 seconds on 2 cores)."""
 
-    calls: int = 20  # snippet runs per side per repeat
-    repeats: int = 3
+    calls: int = 25  # snippet runs per side per repeat
+    repeats: int = 5
     warmup: int = 2
 
 

@@ -30,7 +30,8 @@ def machine_info() -> dict:
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        # Other processes share the CPU: the load average says how noisy the timings may be.
+        # Other processes share the CPU: the load average says how noisy the timings may be (now; run.py
+        # replaces it with the value when the benchmark started and adds the one at its end).
         "load_average_1min": round(os.getloadavg()[0], 2),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

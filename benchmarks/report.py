@@ -85,6 +85,10 @@ def machine_line(m: dict) -> str:
 
 
 def rows_table(rows: list[dict], project: str = "project", baseline: str = "baseline") -> list[str]:
+    if all(r["baseline"] is None for r in rows):  # figures without a baseline (the series)
+        return ["| what | figure |", "| --- | --- |"] + [
+            f"| {r['metric']} | {fmt(r['project'])} {r['unit']} |" for r in rows
+        ]
     lines = [f"| metric | {project} | {baseline} | project / baseline |", "| --- | --- | --- | --- |"]
     for r in rows:
         unit = f" ({r['unit']})" if r["unit"] else ""
@@ -97,7 +101,6 @@ SIDE_NAMES = {
     "training": ("packed", "padded (baseline)"),
     "generation": ("batched (project)", "one at a time (baseline)"),
     "sandbox": ("run_python (project)", "bare subprocess (baseline)"),
-    "series": ("seconds", ""),
 }
 
 

@@ -91,13 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in selected(args.only, args.skip):
         log(f"== running {name}")
-        start = time.perf_counter()
+        start, load_at_start = time.perf_counter(), round(os.getloadavg()[0], 2)
         try:
             result = BENCHMARKS[name](args.quick, args.model)
         except Exception as exc:  # the other benchmarks are independent: report and go on
             log(f"!! {name} failed: {exc!r}")
             failed.append(name)
             continue
+        # machine_info() read the load when the benchmark ended; the reader wants both ends.
+        result["machine"]["load_average_1min"] = load_at_start
         result["machine"]["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
         print(format_table(result), flush=True)
         where = (
