@@ -34,7 +34,7 @@
 # 5. **Split** deterministically (a hash of the id and the seed) and write the files notebook 02 reads.
 #
 # The **embedded default** is a set of generated word problems of two kinds: *mental* problems (two steps
-# with small numbers) and *compute* problems (a 3-digit times a 2-digit number) that a tiny model cannot do
+# with small numbers) and *compute* problems (a product of two 2-digit numbers) that a tiny model cannot do
 # in its head but can write as code. The embedded model, a tiny Llama built on first use, comes from
 # `utils.modeling`; here we use its tokenizer to measure example lengths.
 

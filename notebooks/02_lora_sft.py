@@ -151,7 +151,7 @@ fig = plots.bars(["base", "tuned"], [before.accuracy, after.accuracy], "accuracy
 
 # %%
 rows = [{"problem": p.problem[:70], "answer": p.answer, "base": b["output"][:40], "tuned": a["output"][:60]}
-        for p, b, a in list(zip(eval_problems, before.records, after.records))[:5]]
+        for p, b, a in list(zip(eval_problems, before.records, after.records, strict=True))[:5]]
 pd.set_option("display.max_colwidth", 80)
 pd.DataFrame(rows)
 

@@ -103,7 +103,7 @@ print(f"{len(data.train_rows)} training rows, {len(data.eval_problems)} held-out
 # One line per run (timings are kept for the table below). Each run's record is also written as JSON in
 # `outputs/03_adapter_comparison/runs/<experiment>/seed<N>.json`, with its adapter beside it.
 
-# %% tags=["nbval-ignore-output"]
+# %%
 records = comparison.run_comparison(experiments, seeds, data, budget, MODEL, run.output_dir / "runs")
 
 # %% [markdown]
@@ -111,7 +111,7 @@ records = comparison.run_comparison(experiments, seeds, data, budget, MODEL, run
 # Means over seeds, and the accuracy's spread (standard deviation, worst and best seed). `adapter_KB` is
 # the size of what a method saves: the adapter alone, or the whole model for full fine-tuning.
 
-# %% tags=["nbval-ignore-output"]
+# %%
 table = comparison.results_table(records)
 paths = comparison.write_results(records, table, run.output_dir)
 pd.set_option("display.width", 200)
@@ -137,7 +137,7 @@ fig = comparison.pareto_figure(table, run.output_dir / "pareto.png")
 # ## Reading the results
 # Generated from the table above, so that it stays true when the budget, the model or the data change.
 
-# %% tags=["nbval-ignore-output"]
+# %%
 print("\n".join(f"- {line}" for line in comparison.reading(table)))
 
 # %% tags=["nbval-ignore-output"]

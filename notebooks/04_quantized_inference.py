@@ -39,8 +39,9 @@
 #    partly rounded away, and the rest of the weight is rounded a second time. We measure the damage.
 #
 # For every variant we measure weight memory, peak memory while generating, latency and tokens per
-# second, held-out accuracy, perplexity of the held-out worked solutions, and how often the variant's
-# answer agrees with the 16-bit model's. Last, we save the variant chosen for submission, where
+# second, held-out accuracy (each problem prompted as it was trained: compute problems with tools, so that
+# quantization's effect on writing and reading code shows too), perplexity of the held-out worked
+# solutions, and how often the variant's answer agrees with the 16-bit model's. Last, we save the variant chosen for submission, where
 # notebook 05 reads it.
 
 # %% tags=["parameters"]
@@ -51,7 +52,7 @@ OUTPUT_DIR = "outputs"
 SEED = 0
 EVAL_SOURCE = "embedded"
 EVAL_LIMIT = 128
-MODE = "reasoning"  # "reasoning" or "tools"
+MODE = "auto"  # "auto" (each problem in its trained style: tools for compute problems), "reasoning" or "tools"
 MAX_NEW_TOKENS = 48
 VARIANTS = "16bit,8bit,nf4,fp4,nf4-dq"
 DEPLOYMENTS = "merged,separate"
@@ -97,7 +98,7 @@ base = adapter_base_model(adapter_dir, MODEL)
 merged_dir = merge_adapter(adapter_dir, run.output_dir / "model", base=MODEL)
 problems = held_out(run.root_output_dir, EVAL_SOURCE, EVAL_LIMIT)
 print(f"adapter on {Path(base).name}, merged into {merged_dir.relative_to(run.root_output_dir)}")
-print(f"{len(problems)} held-out problems, {MODE} prompts, greedy decoding, up to {MAX_NEW_TOKENS} new tokens")
+print(f"{len(problems)} held-out problems, prompt mode {MODE!r}, greedy decoding, up to {MAX_NEW_TOKENS} new tokens")
 
 # %% [markdown]
 # ## Merging onto a quantized base shifts the logits

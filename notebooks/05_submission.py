@@ -41,7 +41,7 @@
 # the answer **mod 1000**; AIMO 3 takes 0–99999 as it is (an out-of-range answer is not a vote).
 #
 # On the embedded default, we score greedy reasoning, a majority vote, and tool-integrated reasoning on
-# the same held-out problems (the *compute* kind, a 3-digit times a 2-digit number, is out of reach of
+# the same held-out problems (the *compute* kind, a product of two 2-digit numbers, is out of reach of
 # the tiny model's mental arithmetic but not of the code it writes), then run the submission through the
 # local gateway on the public Kaggle AIMO problems within a stated time budget.
 
@@ -146,6 +146,14 @@ for name in ("greedy tools", program):
     print(f"{name}: {results[name].summary()}")
 
 # %% [markdown]
+# **The submission's own mode**: tool-integrated reasoning with the majority vote (`MODE`, `SAMPLES`).
+
+# %%
+submitted = f"vote of {SAMPLES}, {MODE}"
+results[submitted] = evaluate_solver(solver, problems)
+print(f"{submitted}: {results[submitted].summary()}")
+
+# %% [markdown]
 # One compute problem, answered both ways: in its head the model must multiply; with a tool it only has
 # to write the product down as code and read the sandbox's output.
 
@@ -160,7 +168,7 @@ for name in ("greedy reasoning", "greedy tools") if pick is not None else ():
 # %%
 table = pd.DataFrame({m: {"overall": r.accuracy, **r.by_kind} for m, r in results.items()}).T
 compute = table["compute"] if "compute" in table else pd.Series(0.0, index=table.index)
-gains = {m: float(compute[m] - compute["greedy reasoning"]) for m in ("greedy tools", program)}
+gains = {m: float(compute[m] - compute["greedy reasoning"]) for m in table.index if m != "greedy reasoning"}
 print("on compute problems, against greedy reasoning:", {m: f"{g:+.3f}" for m, g in gains.items()})
 table.round(3)
 

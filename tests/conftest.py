@@ -41,3 +41,24 @@ def tiny_tokenizer(tiny_model):
     from utils.modeling import load_tokenizer
 
     return load_tokenizer(str(tiny_model))
+
+
+@pytest.fixture
+def kaggle_dir(data_dir) -> Path:
+    """The Kaggle competition files of the shared data (AIMO 1-3 reference and test CSVs)."""
+    path = data_dir / "kaggle"
+    if not path.is_dir():
+        pytest.fail(f"real data not found at {path} (see {data_dir / 'MANIFEST.md'})", pytrace=False)
+    return path
+
+
+@pytest.fixture
+def reference(kaggle_dir) -> Path:
+    """AIMO 2's ten reference problems with answers."""
+    return kaggle_dir / "aimo2" / "reference.csv"
+
+
+@pytest.fixture
+def not_a_rerun(monkeypatch):
+    """Tests of the local run: Kaggle's rerun flag must not leak in from the environment."""
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -24,27 +23,7 @@ from utils.gateway import (
     validate_reply,
 )
 
-
-@pytest.fixture
-def kaggle_dir() -> Path:
-    """The real Kaggle files: DATA_DIR (default <repo>/../shared/data) / kaggle."""
-    root = Path(os.environ.get("DATA_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
-    path = root / "kaggle"
-    if not path.is_dir():
-        pytest.fail(
-            f"real data not found at {path}: set DATA_DIR to the shared data folder (see MANIFEST.md)"
-        )
-    return path
-
-
-@pytest.fixture
-def reference(kaggle_dir) -> Path:
-    return kaggle_dir / "aimo2" / "reference.csv"
-
-
-@pytest.fixture(autouse=True)
-def not_a_rerun(monkeypatch):
-    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
+pytestmark = pytest.mark.usefixtures("not_a_rerun")
 
 
 class FakeClock:

@@ -320,3 +320,28 @@ def test_code_runs_only_with_time_left_and_never_past_the_deadline(tok, monkeypa
         ScriptedLM(tok, script(tool_writer)), tok, [prompt(tok)], config, deadline=time.monotonic() + 10
     )
     assert len(timeouts) == 1 and sample.timed_out and sample.text.rstrip().endswith("```output")
+
+
+# ---------------------------------------------------------------------------------------------- modes
+
+
+def test_auto_mode_prompts_each_problem_in_its_trained_style(tok):
+    """`evaluate(mode="auto")` (notebooks 02 and 04): compute problems get the tools prompt and their code
+    runs; mental problems get the reasoning prompt. Each output stays with its own problem."""
+    from utils.evaluation import evaluate, problem_modes
+    from utils.prompts import INSTRUCTIONS
+    from utils.synthetic import generate_problems
+
+    def policy(done: str, context: str):
+        if INSTRUCTIONS["tools"] in context:
+            return script(tool_writer)(done)
+        return script(lambda _: " The answer is \\boxed{7}.")(done)
+
+    problems = generate_problems(6, seed=3, compute_share=0.5, split="test")
+    kinds = [p.metadata["kind"] for p in problems]
+    assert problem_modes(problems, "auto") == ["tools" if k == "compute" else "reasoning" for k in kinds]
+    assert problem_modes(problems, "reasoning") == ["reasoning"] * 6
+    result = evaluate(ScriptedLM(tok, policy), tok, problems, "auto")
+    for kind, record in zip(kinds, result.records, strict=True):
+        expected = 5535 if kind == "compute" else 7  # 123 * 45, computed by the sandbox
+        assert record["predicted"] == expected and ("```output\n5535" in record["output"]) == (kind == "compute")

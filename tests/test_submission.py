@@ -18,26 +18,7 @@ from utils.submission import main, run_submission
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture
-def kaggle_dir() -> Path:
-    """The real Kaggle files: DATA_DIR (default <repo>/../shared/data) / kaggle."""
-    path = Path(os.environ.get("DATA_DIR", REPO / ".." / "shared" / "data")) / "kaggle"
-    if not path.is_dir():
-        pytest.fail(
-            f"real data not found at {path}: set DATA_DIR to the shared data folder (see MANIFEST.md)"
-        )
-    return path
-
-
-@pytest.fixture
-def reference(kaggle_dir) -> Path:
-    return kaggle_dir / "aimo2" / "reference.csv"
-
-
-@pytest.fixture(autouse=True)
-def not_a_rerun(monkeypatch):
-    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
+pytestmark = pytest.mark.usefixtures("not_a_rerun")
 
 
 def truth_by_problem(path: Path) -> dict[str, int]:

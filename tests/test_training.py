@@ -77,3 +77,16 @@ def test_training_killed_part_way_resumes_to_the_same_adapter(tiny_model, tmp_pa
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+
+
+def test_checkpoints_of_another_run_are_not_resumed(tiny_model, tmp_path):
+    """Rerunning a notebook after changing its model, recipe or data must train afresh, not resume a
+    checkpoint that belongs to something else."""
+    _train(tiny_model, tmp_path / "run")
+    assert last_checkpoint(tmp_path / "run") is not None
+    model, tokenizer = load_model(str(tiny_model))
+    other = TrainingConfig(**(RECIPE | {"learning_rate": 1e-3}))
+    with pytest.warns(UserWarning, match="another run"):
+        result = train_sft(model, tokenizer, _rows(tokenizer), None, other, tmp_path / "run",
+                           peft_config=LoraSettings(r=8, alpha=16, dropout=0.0).peft_config())
+    assert result.resumed_from is None and result.steps == 8

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from utils.answers import extract_answer
 from utils.data import Problem
-from utils.generation import GenerationConfig, sample_reasoning, sample_with_tools
+from utils.generation import GenerationConfig, Sample, sample_reasoning, sample_with_tools
 from utils.prompts import build_prompt
 
 
@@ -40,25 +40,35 @@ def score(problems: list[Problem], outputs: list[str]) -> EvalResult:
     return EvalResult(accuracy=accuracy, n=n, by_kind=by_kind, records=records)
 
 
-def evaluate(model, tokenizer, problems: list[Problem], mode: str = "reasoning",
-             config: GenerationConfig | None = None) -> EvalResult:
-    """Greedy (by default) accuracy of `model` on `problems` in the given prompt mode.
-
-    `mode="auto"` prompts each problem in the style it is trained in (`utils.prep.modes_for`):
-    tool-integrated for computation-heavy problems, step-by-step reasoning for the rest.
-    """
+def problem_modes(problems: list[Problem], mode: str = "reasoning") -> list[str]:
+    """The prompt mode of each problem: `mode` itself, or with `mode="auto"` the style each problem is
+    trained in (`utils.prep.modes_for`): tool-integrated for computation-heavy problems, step-by-step
+    reasoning for the rest."""
     from utils.prep import modes_for
 
+    return [modes_for(p)[0] if mode == "auto" else mode for p in problems]
+
+
+def generate_answers(model, tokenizer, problems: list[Problem], mode: str = "reasoning",
+                     config: GenerationConfig | None = None) -> list[Sample]:
+    """One sample per problem, each prompted in its mode (see `problem_modes`), batched per mode."""
     config = config or GenerationConfig()
-    modes = [modes_for(p)[0] if mode == "auto" else mode for p in problems]
-    outputs = [""] * len(problems)
+    modes = problem_modes(problems, mode)
+    samples: list[Sample] = [Sample(text="")] * len(problems)
     for m in sorted(set(modes)):
         idx = [i for i, pm in enumerate(modes) if pm == m]
         prompts = [build_prompt(tokenizer, problems[i].problem, m) for i in idx]
         sampler = sample_with_tools if m == "tools" else sample_reasoning
-        for i, s in zip(idx, sampler(model, tokenizer, prompts, config, n_samples=1), strict=False):
-            outputs[i] = s[0].text
-    return score(problems, outputs)
+        for i, s in zip(idx, sampler(model, tokenizer, prompts, config, n_samples=1), strict=True):
+            samples[i] = s[0]
+    return samples
+
+
+def evaluate(model, tokenizer, problems: list[Problem], mode: str = "reasoning",
+             config: GenerationConfig | None = None) -> EvalResult:
+    """Greedy (by default) accuracy of `model` on `problems` in the given prompt mode (or "auto": each
+    problem in the style it is trained in)."""
+    return score(problems, [s.text for s in generate_answers(model, tokenizer, problems, mode, config)])
 
 
 def held_out(root_output_dir, source: str = "embedded", limit: int | None = None) -> list[Problem]:

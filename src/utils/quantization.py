@@ -35,7 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
 from utils.data import Problem
-from utils.generation import GenerationConfig, sample_reasoning, sample_with_tools
+from utils.generation import GenerationConfig, sample_reasoning
 from utils.io import atomic_write_json
 from utils.modeling import TINY, adapter_base, load_model, pick_dtype
 from utils.paths import find_model_dir
@@ -297,13 +297,16 @@ def completion_perplexity(model, tokenizer, pairs: list[tuple[str, str]], batch_
 def solution_perplexity(
     model, tokenizer, problems: list[Problem], mode: str = "reasoning", batch_size: int = 16
 ) -> float:
-    """Perplexity of the held-out problems' worked solutions, formatted as in training."""
+    """Perplexity of the held-out problems' worked solutions, formatted as in training (`mode="auto"`:
+    each problem in the style it is trained in)."""
+    from utils.evaluation import problem_modes
+
     pairs = [
         (
-            build_prompt(tokenizer, p.problem, mode),
-            " " + solution_for(p, mode).strip() + (tokenizer.eos_token or ""),
+            build_prompt(tokenizer, p.problem, m),
+            " " + solution_for(p, m).strip() + (tokenizer.eos_token or ""),
         )
-        for p in problems
+        for p, m in zip(problems, problem_modes(problems, mode), strict=True)
     ]
     return completion_perplexity(model, tokenizer, pairs, batch_size)
 
@@ -430,19 +433,17 @@ def measure_variant(
     """Weight memory; generation on `problems` in batches (timed, peak memory sampled); the latency of one
     problem alone (batch 1, mean over the first `latency_problems`); accuracy, agreement with the
     `reference` predictions (None: this model is the reference), and perplexity of the worked solutions."""
-    from utils.evaluation import score
+    from utils.evaluation import generate_answers, problem_modes, score
 
     generation = generation or GenerationConfig()
     memory = weight_memory(model)  # before the first call: bitsandbytes may repack weights then
-    prompts = [build_prompt(tokenizer, p.problem, mode) for p in problems]
-    _warm_up(model, tokenizer, prompts[0])
-    sampler = sample_with_tools if mode == "tools" else sample_reasoning
+    _warm_up(model, tokenizer, build_prompt(tokenizer, problems[0].problem, problem_modes(problems[:1], mode)[0]))
     device = next(model.parameters()).device
     with measure(device) as m:
-        samples = [s[0] for s in sampler(model, tokenizer, prompts, generation, n_samples=1)]
+        samples = generate_answers(model, tokenizer, problems, mode, generation)
     alone = replace(generation, batch_size=1)
     with measure(device) as single:
-        sampler(model, tokenizer, prompts[:latency_problems], alone, n_samples=1)
+        generate_answers(model, tokenizer, problems[:latency_problems], mode, alone)
     result = score(problems, [s.text for s in samples])
     predictions = [r["predicted"] for r in result.records]
     tokens = sum(s.new_tokens for s in samples)
@@ -457,7 +458,7 @@ def measure_variant(
         memory_kind=m.memory_kind,
         generate_seconds=m.seconds,
         seconds_per_problem=m.seconds / len(problems),
-        latency_seconds=single.seconds / len(prompts[:latency_problems]),
+        latency_seconds=single.seconds / len(problems[:latency_problems]),
         new_tokens=tokens,
         tokens_per_second=tokens / m.seconds if m.seconds else 0.0,
         accuracy=result.accuracy,

@@ -194,12 +194,33 @@ def problem_statements(seed: int = 0, n: int = 1200) -> list[str]:
 
 def copy_sequences(seed: int = 0, n: int = 3000) -> list[str]:
     """Number sequences written twice, with words in between: the copying that lets a model carry a
-    problem's numbers into its working (what induction heads do in large models)."""
+    problem's numbers into its working and a program's output into its answer (what induction heads do
+    in large models). Numbers of one to four random digits, so that copying is the only way to predict them."""
     r = random.Random(f"{seed}-copy")
     filler = ["then", "and", "so", "we", "have", "the", "list", "again", "is"]
     docs = []
     for _ in range(n):
-        seq = ", ".join(str(r.randint(0, 999 if r.random() < 0.3 else 20)) for _ in range(r.randint(2, 5)))
-        gap = " ".join(r.choice(filler) for _ in range(r.randint(3, 20)))
+        seq = ", ".join(str(r.randint(0, 10 ** r.randint(1, 4) - 1)) for _ in range(r.randint(2, 5)))
+        gap = " ".join(r.choice(filler) for _ in range(r.randint(1, 10)))
         docs.append(f"List: {seq}. {gap.capitalize()}. Numbers: {seq}.")
+    return docs
+
+
+def program_snippets(seed: int = 0, n: int = 2000) -> list[str]:
+    """Bare expressions worked with Python ("Compute 37 * 23 - 15." then the program, its output and the
+    boxed result): the code a base model has read, which teaches it to carry numbers into a program and a
+    program's output into an answer, but not which expression a word problem's words ask for."""
+    r = random.Random(f"{seed}-programs")
+    docs = []
+    for _ in range(n):
+        a, b = r.randint(2, 99), r.randint(2, 99)
+        op = r.choice("+-*")
+        expr, value = f"{a} {op} {b}", _OPS[op](a, b)
+        if r.random() < 0.5:
+            c = r.randint(2, 99)
+            op = r.choice("+-")
+            expr, value = f"({expr}) {op} {c}", _OPS[op](value, c)
+        flat = expr.replace("(", "").replace(")", "")
+        docs.append(f"Compute {flat}.\n```python\nprint({expr})\n```\n```output\n{value}\n```\n"
+                    f"The answer is \\boxed{{{value}}}.")
     return docs

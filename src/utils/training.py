@@ -7,9 +7,11 @@ batches, loss on the answer only, warm-up then cosine decay, gradient accumulati
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,9 +36,15 @@ class LoraSettings:
     def peft_config(self):
         from peft import LoraConfig
 
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=self.target_modules, use_rslora=self.use_rslora,
-                          use_dora=self.use_dora, task_type="CAUSAL_LM")
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=self.target_modules,
+            use_rslora=self.use_rslora,
+            use_dora=self.use_dora,
+            task_type="CAUSAL_LM",
+        )
 
 
 @dataclass
@@ -111,6 +119,53 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     return str(max(ckpts, key=lambda p: int(p.name.split("-")[-1]))) if ckpts else None
 
 
+RUN_FILE = "run.json"
+
+
+def run_fingerprint(model, config: TrainingConfig, train_rows: list[dict], peft_config=None) -> str:
+    """What a checkpoint depends on: the base model (its path and architecture), the recipe, the adapter
+    settings and the training rows. A checkpoint is resumed only by a run with the same fingerprint."""
+    base = getattr(model, "config", None)
+    peft = peft_config.to_dict() if hasattr(peft_config, "to_dict") else peft_config
+    rows = hashlib.sha256(_canonical_json(train_rows).encode()).hexdigest()
+    parts = {
+        "model": getattr(base, "_name_or_path", None),
+        "architecture": base.to_json_string(use_diff=False) if base is not None else None,
+        "config": asdict(config),
+        "peft": peft,
+        "rows": rows,
+    }
+    return hashlib.sha256(_canonical_json(parts).encode()).hexdigest()[:16]
+
+
+def _canonical_json(obj) -> str:
+    """JSON that is the same in every process: sets (PEFT keeps target modules in one) sorted, since their
+    order follows the string hash seed."""
+    return json.dumps(
+        obj,
+        sort_keys=True,
+        default=lambda o: sorted(map(str, o)) if isinstance(o, (set, frozenset)) else str(o),
+    )
+
+
+def resumable_checkpoint(output_dir: Path, fingerprint: str) -> str | None:
+    """The last checkpoint of the same run, or None. Checkpoints of another run (a different model, recipe
+    or data in the same folder) are removed, with a warning: resuming them would train the wrong thing."""
+    recorded = output_dir / RUN_FILE
+    same = recorded.is_file() and json.loads(recorded.read_text()).get("fingerprint") == fingerprint
+    stale = [p for p in output_dir.glob("checkpoint-*") if p.is_dir()]
+    if stale and not same:
+        warnings.warn(
+            f"{output_dir}: its {len(stale)} checkpoint(s) come from another run (model, recipe or data "
+            "changed); training starts afresh",
+            stacklevel=3,
+        )
+        for p in stale:
+            shutil.rmtree(p)
+    atomic_write_json(recorded, {"fingerprint": fingerprint})
+    return last_checkpoint(output_dir) if same else None
+
+
 def sft_config(config: TrainingConfig, output_dir: str | Path, model, has_eval: bool):
     from trl import SFTConfig
 
@@ -151,8 +206,16 @@ def sft_config(config: TrainingConfig, output_dir: str | Path, model, has_eval: 
     )
 
 
-def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None, config: TrainingConfig,
-              output_dir: str | Path, peft_config=None, callbacks: tuple = ()) -> TrainResult:
+def train_sft(
+    model,
+    tokenizer,
+    train_rows: list[dict],
+    eval_rows: list[dict] | None,
+    config: TrainingConfig,
+    output_dir: str | Path,
+    peft_config=None,
+    callbacks: tuple = (),
+) -> TrainResult:
     """Train `model` (with `peft_config` applied, when given) on prompt/completion rows.
 
     Reruns resume from the last checkpoint in `output_dir`; the final weights (the adapter alone for a
@@ -166,12 +229,19 @@ def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | 
     train_ds = Dataset.from_list([{k: r[k] for k in cols} for r in train_rows])
     eval_ds = Dataset.from_list([{k: r[k] for k in cols} for r in eval_rows]) if eval_rows else None
     args = sft_config(config, output_dir, model, has_eval=eval_ds is not None)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=list(callbacks),
+    )
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # logs go to log_history and the loss plot, not to stdout
-    resume = last_checkpoint(output_dir)
+    resume = resumable_checkpoint(output_dir, run_fingerprint(model, config, train_rows, peft_config))
     with measure(next(trainer.model.parameters()).device) as m:
         trainer.train(resume_from_checkpoint=resume)
     final = output_dir / "final"
@@ -185,11 +255,19 @@ def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | 
     tokens = int(trainer.state.num_input_tokens_seen)
     trainable, total = count_parameters(trainer.model)
     result = TrainResult(
-        output_dir=str(final), steps=trainer.state.global_step,
-        final_train_loss=losses[-1] if losses else math.nan, eval_loss=evals[-1] if evals else None,
-        seconds=m.seconds, tokens=tokens, tokens_per_second=tokens / m.seconds if m.seconds else 0.0,
-        peak_memory_mb=m.peak_memory_mb, memory_kind=m.memory_kind,
-        trainable_parameters=trainable, total_parameters=total, resumed_from=resume, log_history=history,
+        output_dir=str(final),
+        steps=trainer.state.global_step,
+        final_train_loss=losses[-1] if losses else math.nan,
+        eval_loss=evals[-1] if evals else None,
+        seconds=m.seconds,
+        tokens=tokens,
+        tokens_per_second=tokens / m.seconds if m.seconds else 0.0,
+        peak_memory_mb=m.peak_memory_mb,
+        memory_kind=m.memory_kind,
+        trainable_parameters=trainable,
+        total_parameters=total,
+        resumed_from=resume,
+        log_history=history,
     )
     atomic_write_json(output_dir / "training.json", result.to_dict())
     trainer.model.eval()
