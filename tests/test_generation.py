@@ -345,3 +345,17 @@ def test_auto_mode_prompts_each_problem_in_its_trained_style(tok):
     for kind, record in zip(kinds, result.records, strict=True):
         expected = 5535 if kind == "compute" else 7  # 123 * 45, computed by the sandbox
         assert record["predicted"] == expected and ("```output\n5535" in record["output"]) == (kind == "compute")
+
+
+def test_a_small_model_decodes_on_one_cpu_thread_and_the_count_is_restored(tok):
+    from utils.generation import decoding_threads
+
+    model = ScriptedLM(tok, script(lambda _: " 1"))
+    before = torch.get_num_threads()
+    seen = []
+    with decoding_threads(model):
+        seen.append(torch.get_num_threads())
+    assert seen == [1] and torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), decoding_threads(model):
+        raise RuntimeError("generation failed")
+    assert torch.get_num_threads() == before

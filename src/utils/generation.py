@@ -11,6 +11,7 @@ caller's time budget is never overrun by more than one decoding step.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -88,6 +89,29 @@ def _generate_kwargs(tokenizer, config: GenerationConfig, stop_strings, deadline
     return kwargs
 
 
+# Below this size a CPU decodes on one thread. A decoding step multiplies a few rows by small matrices, and
+# waking a second OpenMP thread for each product costs more than it saves once idle threads sleep (the
+# series sets OMP_WAIT_POLICY=PASSIVE, see utils/__init__.py): 32 answers of the tiny model took 1.5 s on
+# two threads and 0.31 s on one (`make bench`, generation).
+ONE_THREAD_DECODING_PARAMETERS = 100_000_000
+
+
+@contextlib.contextmanager
+def decoding_threads(model):
+    """One torch thread while a small model decodes on a CPU; the thread count is restored afterwards."""
+    device = _device_of(model)
+    small = sum(p.numel() for p in model.parameters()) < ONE_THREAD_DECODING_PARAMETERS
+    if device.type != "cpu" or not small:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _encode(model, tokenizer, chunk: list[str], max_new_tokens: int):
     """Left-padded ids; a prompt that would overflow the model's context keeps its last tokens (cut here
     rather than through the tokenizer's truncation side, which training code shares)."""
@@ -129,7 +153,7 @@ def generate_texts(
             results.extend(("", 0) for _ in chunk)
             continue
         enc = _encode(model, tokenizer, chunk, config.max_new_tokens).to(_device_of(model))
-        with torch.inference_mode():
+        with torch.inference_mode(), decoding_threads(model):
             out = model.generate(**enc, **_generate_kwargs(tokenizer, config, stop_strings, deadline))
         for row in out[:, enc["input_ids"].shape[1] :]:
             n = int((row != tokenizer.pad_token_id).sum())
