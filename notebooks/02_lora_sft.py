@@ -146,8 +146,9 @@ fig = plots.bars(["base", "tuned"], [before.accuracy, after.accuracy], "accuracy
                  run.output_dir / "accuracy.png")
 
 # %% [markdown]
-# A few problems before and after (the compute problems stay out of reach of mental arithmetic: that is
-# notebook 05's lesson on tool use).
+# A few problems before and after. The compute problems are prompted with tools: the tuned model writes the
+# product as a program, the sandbox runs it, and the model copies the output into its answer (notebook 05
+# compares that with reasoning alone, which cannot multiply two 2-digit numbers in its head).
 
 # %%
 rows = [{"problem": p.problem[:70], "answer": p.answer, "base": b["output"][:40], "tuned": a["output"][:60]}

@@ -344,7 +344,9 @@ def test_auto_mode_prompts_each_problem_in_its_trained_style(tok):
     result = evaluate(ScriptedLM(tok, policy), tok, problems, "auto")
     for kind, record in zip(kinds, result.records, strict=True):
         expected = 5535 if kind == "compute" else 7  # 123 * 45, computed by the sandbox
-        assert record["predicted"] == expected and ("```output\n5535" in record["output"]) == (kind == "compute")
+        assert record["predicted"] == expected and ("```output\n5535" in record["output"]) == (
+            kind == "compute"
+        )
 
 
 def test_a_small_model_decodes_on_one_cpu_thread_and_the_count_is_restored(tok):

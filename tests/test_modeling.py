@@ -44,11 +44,13 @@ def test_tiny_model_has_some_single_digit_facts_but_no_big_products(tiny_model):
         tokenizer.padding_side = "left"
         enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         out = model.generate(**enc, max_new_tokens=7, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         truth = [a + b if op == "+" else a * b for a, b in pairs]
         return sum(t.strip().startswith(str(v)) for t, v in zip(texts, truth, strict=False)) / len(pairs)
 
-    assert correct(small, "+") >= 0.15  # some facts (chance is about 0.05), no big products: fine-tuning does the rest
+    assert (
+        correct(small, "+") >= 0.15
+    )  # some facts (chance is about 0.05), no big products: fine-tuning does the rest
     assert correct(big, "*") == 0.0
 
 

@@ -72,7 +72,9 @@ def test_prepare_with_real_data(data_dir, tmp_path):
 
 
 def test_prepare_without_data_uses_embedded_only(tmp_path):
-    result = prepare(PrepConfig(n_embedded_train=100, n_embedded_validation=10, n_embedded_eval=30), None, tmp_path)
+    result = prepare(
+        PrepConfig(n_embedded_train=100, n_embedded_validation=10, n_embedded_eval=30), None, tmp_path
+    )
     assert {e["source"] for e in result.train} == {"embedded"}
     assert len(result.evaluation) == 30
     assert len(result.train) == 100  # one example per problem, in the style it is trained in

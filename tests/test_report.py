@@ -14,20 +14,46 @@ def _write(root, notebook: str, metrics: dict) -> None:
 
 
 def test_every_notebook_with_metrics_gets_its_table(tmp_path):
-    _write(tmp_path, "02_lora_sft", {
-        "base_accuracy": 0.0, "tuned_accuracy": 0.75, "base_by_kind": {"mental": 0.0, "compute": 0.0},
-        "tuned_by_kind": {"mental": 0.74, "compute": 0.72}, "eval_problems": 300,
-        "trainable_parameters": 157696, "total_parameters": 1118592, "steps": 400,
-    })
-    _write(tmp_path, "03_adapter_comparison", {
-        "budget": {"max_steps": 30, "batch_size": 8}, "seeds": [0, 1],
-        "methods": {"lora": {"accuracy": 0.25, "accuracy_std": 0.01, "trainable_share": 0.08,
-                             "train_seconds": 5.0, "final_train_loss": 0.7, "forgetting": 0.2}},
-    })
-    _write(tmp_path, "05_submission", {
-        "accuracy": {"greedy reasoning": 0.5, "vote of 8, tools": 0.7},
-        "by_kind": {"greedy reasoning": {"compute": 0.0}, "vote of 8, tools": {"compute": 0.8}},
-    })
+    _write(
+        tmp_path,
+        "02_lora_sft",
+        {
+            "base_accuracy": 0.0,
+            "tuned_accuracy": 0.75,
+            "base_by_kind": {"mental": 0.0, "compute": 0.0},
+            "tuned_by_kind": {"mental": 0.74, "compute": 0.72},
+            "eval_problems": 300,
+            "trainable_parameters": 157696,
+            "total_parameters": 1118592,
+            "steps": 400,
+        },
+    )
+    _write(
+        tmp_path,
+        "03_adapter_comparison",
+        {
+            "budget": {"max_steps": 30, "batch_size": 8},
+            "seeds": [0, 1],
+            "methods": {
+                "lora": {
+                    "accuracy": 0.25,
+                    "accuracy_std": 0.01,
+                    "trainable_share": 0.08,
+                    "train_seconds": 5.0,
+                    "final_train_loss": 0.7,
+                    "forgetting": 0.2,
+                }
+            },
+        },
+    )
+    _write(
+        tmp_path,
+        "05_submission",
+        {
+            "accuracy": {"greedy reasoning": 0.5, "vote of 8, tools": 0.7},
+            "by_kind": {"greedy reasoning": {"compute": 0.0}, "vote of 8, tools": {"compute": 0.8}},
+        },
+    )
     text = render(tmp_path)
     assert "| LoRA-tuned | 0.750 | 0.740 | 0.720 |" in text
     assert "| lora | 0.250 | 0.010 | 0.080 | 5.000 | 0.700 | 0.200 |" in text

@@ -147,7 +147,9 @@ def test_fork_bomb_is_refused_and_bounded():
     r = run_python("import os\nwhile True:\n    os.fork()")
     assert _refused(r) and "os.fork" in r.error
     start = time.monotonic()  # a bomb that ignores the refusal only spins until the timeout
-    r = run_python("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", timeout=1)
+    r = run_python(
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", timeout=1
+    )
     assert r.timed_out and time.monotonic() - start < 3
 
 
@@ -282,7 +284,10 @@ def test_writes_outside_are_refused(victim, template):
 
 
 def test_write_escape_to_tmp_and_repo_fails():
-    for target in (Path(f"/tmp/x_sandbox_escape_{uuid.uuid4().hex}"), REPO / f"x_sandbox_escape_{uuid.uuid4().hex}"):
+    for target in (
+        Path(f"/tmp/x_sandbox_escape_{uuid.uuid4().hex}"),
+        REPO / f"x_sandbox_escape_{uuid.uuid4().hex}",
+    ):
         r = run_python(f"open({str(target)!r}, 'w').write('pwned')")
         assert _refused(r) and not target.exists()
 
@@ -299,12 +304,19 @@ def test_monkeypatched_builtins_do_not_disable_the_guard(tmp_path):
 
 def test_guard_functions_use_only_their_parameters():
     # Globals, builtins and closure cells can be replaced by the snippet; defaults and code cannot.
-    guard = next(c for c in compile(sandbox._PRELUDE, "<prelude>", "exec").co_consts
-                 if getattr(c, "co_name", "") == "_guard")
+    guard = next(
+        c
+        for c in compile(sandbox._PRELUDE, "<prelude>", "exec").co_consts
+        if getattr(c, "co_name", "") == "_guard"
+    )
     nested = [c for c in guard.co_consts if hasattr(c, "co_code")]
     assert {c.co_name for c in nested} >= {"hook", "decide", "real", "may_change", "check_open"}
     for code in nested:
-        bad = [i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_DEREF", "LOAD_NAME")]
+        bad = [
+            i.argval
+            for i in dis.get_instructions(code)
+            if i.opname in ("LOAD_GLOBAL", "LOAD_DEREF", "LOAD_NAME")
+        ]
         assert not bad and not code.co_freevars, (code.co_name, bad)
 
 

@@ -18,19 +18,39 @@ from utils.training import LoraSettings, TrainingConfig, last_checkpoint, train_
 
 pytestmark = pytest.mark.slow
 
-RECIPE = dict(max_steps=8, batch_size=4, learning_rate=2e-3, warmup_steps=2, save_steps=3, eval_steps=100,
-              logging_steps=1, max_length=128)
+RECIPE = dict(
+    max_steps=8,
+    batch_size=4,
+    learning_rate=2e-3,
+    warmup_steps=2,
+    save_steps=3,
+    eval_steps=100,
+    logging_steps=1,
+    max_length=128,
+)
 
 
 def _rows(tokenizer, n=60):
-    return [render_example(tokenizer, to_example(p, m)) for p in generate_problems(n, split="test") for m in ("reasoning", "tools")]
+    return [
+        render_example(tokenizer, to_example(p, m))
+        for p in generate_problems(n, split="test")
+        for m in ("reasoning", "tools")
+    ]
 
 
 def _train(tiny_model, out_dir, callbacks=()):
     model, tokenizer = load_model(str(tiny_model))
     lora = LoraSettings(r=8, alpha=16, dropout=0.0)
-    return train_sft(model, tokenizer, _rows(tokenizer), None, TrainingConfig(**RECIPE), out_dir,
-                     peft_config=lora.peft_config(), callbacks=callbacks)
+    return train_sft(
+        model,
+        tokenizer,
+        _rows(tokenizer),
+        None,
+        TrainingConfig(**RECIPE),
+        out_dir,
+        peft_config=lora.peft_config(),
+        callbacks=callbacks,
+    )
 
 
 def test_lora_trains_only_the_adapter_and_lowers_the_loss(tiny_model, tmp_path):
@@ -63,7 +83,9 @@ def test_training_killed_part_way_resumes_to_the_same_adapter(tiny_model, tmp_pa
     from pathlib import Path
 
     here = Path(__file__).resolve().parent
-    script = KILLER.format(src=str(here.parent / "src"), tests=str(here), model=str(tiny_model), out=str(tmp_path / "b"))
+    script = KILLER.format(
+        src=str(here.parent / "src"), tests=str(here), model=str(tiny_model), out=str(tmp_path / "b")
+    )
     killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert killed.returncode == 9, killed.stderr[-2000:]
     assert last_checkpoint(tmp_path / "b").endswith("checkpoint-3")
@@ -87,6 +109,13 @@ def test_checkpoints_of_another_run_are_not_resumed(tiny_model, tmp_path):
     model, tokenizer = load_model(str(tiny_model))
     other = TrainingConfig(**(RECIPE | {"learning_rate": 1e-3}))
     with pytest.warns(UserWarning, match="another run"):
-        result = train_sft(model, tokenizer, _rows(tokenizer), None, other, tmp_path / "run",
-                           peft_config=LoraSettings(r=8, alpha=16, dropout=0.0).peft_config())
+        result = train_sft(
+            model,
+            tokenizer,
+            _rows(tokenizer),
+            None,
+            other,
+            tmp_path / "run",
+            peft_config=LoraSettings(r=8, alpha=16, dropout=0.0).peft_config(),
+        )
     assert result.resumed_from is None and result.steps == 8

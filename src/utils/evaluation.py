@@ -32,8 +32,16 @@ def score(problems: list[Problem], outputs: list[str]) -> EvalResult:
         correct = predicted is not None and predicted == p.answer
         kind = p.metadata.get("kind", p.source)
         per_kind[kind].append(correct)
-        records.append({"id": p.id, "kind": kind, "answer": p.answer, "predicted": predicted,
-                        "correct": correct, "output": text})
+        records.append(
+            {
+                "id": p.id,
+                "kind": kind,
+                "answer": p.answer,
+                "predicted": predicted,
+                "correct": correct,
+                "output": text,
+            }
+        )
     n = len(records)
     accuracy = sum(r["correct"] for r in records) / n if n else 0.0
     by_kind = {k: sum(v) / len(v) for k, v in sorted(per_kind.items())}
@@ -49,8 +57,9 @@ def problem_modes(problems: list[Problem], mode: str = "reasoning") -> list[str]
     return [modes_for(p)[0] if mode == "auto" else mode for p in problems]
 
 
-def generate_answers(model, tokenizer, problems: list[Problem], mode: str = "reasoning",
-                     config: GenerationConfig | None = None) -> list[Sample]:
+def generate_answers(
+    model, tokenizer, problems: list[Problem], mode: str = "reasoning", config: GenerationConfig | None = None
+) -> list[Sample]:
     """One sample per problem, each prompted in its mode (see `problem_modes`), batched per mode."""
     config = config or GenerationConfig()
     modes = problem_modes(problems, mode)
@@ -64,8 +73,9 @@ def generate_answers(model, tokenizer, problems: list[Problem], mode: str = "rea
     return samples
 
 
-def evaluate(model, tokenizer, problems: list[Problem], mode: str = "reasoning",
-             config: GenerationConfig | None = None) -> EvalResult:
+def evaluate(
+    model, tokenizer, problems: list[Problem], mode: str = "reasoning", config: GenerationConfig | None = None
+) -> EvalResult:
     """Greedy (by default) accuracy of `model` on `problems` in the given prompt mode (or "auto": each
     problem in the style it is trained in)."""
     return score(problems, [s.text for s in generate_answers(model, tokenizer, problems, mode, config)])

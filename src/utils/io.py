@@ -67,7 +67,9 @@ def write_metrics(output_dir: str | os.PathLike, notebook: str, metrics: dict) -
 def read_metrics(output_dir: str | os.PathLike, notebook: str) -> dict:
     path = Path(output_dir) / notebook / "metrics.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run notebook {notebook} first (make run-all runs them in order)")
+        raise FileNotFoundError(
+            f"{path} is missing: run notebook {notebook} first (make run-all runs them in order)"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -124,8 +124,14 @@ def pretraining_corpus(config: TinyModelConfig) -> list[str]:
     )
 
     texts = problem_statements(config.seed, config.n_problem_texts)
-    docs = (arithmetic_facts(seed=config.seed, copies=10) + expression_chains(config.seed) + texts
-            + copy_sequences(config.seed) + format_snippets(config.seed) + program_snippets(config.seed))
+    docs = (
+        arithmetic_facts(seed=config.seed, copies=10)
+        + expression_chains(config.seed)
+        + texts
+        + copy_sequences(config.seed)
+        + format_snippets(config.seed)
+        + program_snippets(config.seed)
+    )
     random.Random(config.seed).shuffle(docs)
     return docs
 
@@ -157,7 +163,9 @@ def train_tokenizer(texts: list[str], vocab_size: int):
         show_progress=False,
     )
     # The chat words and the solution formats belong in the vocabulary too (they are fine-tuning's text).
-    samples = [p.solution + "\n" + p.metadata["tool_solution"] for p in generate_problems(300, split="tokenizer")]
+    samples = [
+        p.solution + "\n" + p.metadata["tool_solution"] for p in generate_problems(300, split="tokenizer")
+    ]
     extra = ["User: ", "\n\nAssistant: ", *INSTRUCTIONS.values()] * 50 + samples
     tok.train_from_iterator(texts + extra, trainer=trainer)
     return _wrap(tok)
@@ -228,7 +236,12 @@ def pretrain(model, tokenizer, config: TinyModelConfig, progress: bool = True) -
     model.train()
     bar = tqdm(range(config.max_steps), desc="pretraining the tiny model", disable=not progress)
     for step in bar:
-        lr = config.learning_rate * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / config.max_steps))
+        lr = (
+            config.learning_rate
+            * min(1.0, (step + 1) / warmup)
+            * 0.5
+            * (1 + math.cos(math.pi * step / config.max_steps))
+        )
         for group in opt.param_groups:
             group["lr"] = lr
         batch = blocks[torch.randint(len(blocks), (config.batch_size,), generator=gen)]
@@ -273,8 +286,9 @@ def build_tiny_model(config: TinyModelConfig, out_dir: Path, progress: bool = Tr
     return out_dir
 
 
-def tiny_model_path(config: TinyModelConfig | None = None, cache_dir: str | os.PathLike | None = None,
-                    progress: bool = True) -> Path:
+def tiny_model_path(
+    config: TinyModelConfig | None = None, cache_dir: str | os.PathLike | None = None, progress: bool = True
+) -> Path:
     """The cached embedded model, built on first use (about 1-2 minutes on a 2-core CPU).
 
     Built in a temporary folder and renamed into place, so a crash never leaves a half-built cache.
@@ -411,8 +425,9 @@ if __name__ == "__main__":
     import sys
 
     if sys.argv[1:] == ["retrain-tokenizer"]:
-        train_tokenizer(pretraining_corpus(TinyModelConfig()), TinyModelConfig().vocab_size).backend_tokenizer.save(
-            str(TOKENIZER_FILE))
+        train_tokenizer(
+            pretraining_corpus(TinyModelConfig()), TinyModelConfig().vocab_size
+        ).backend_tokenizer.save(str(TOKENIZER_FILE))
         print(f"wrote {TOKENIZER_FILE}; bump TinyModelConfig.version so the model is rebuilt")
     else:
         sys.exit("usage: python -m utils.modeling retrain-tokenizer")

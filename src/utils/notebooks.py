@@ -29,8 +29,13 @@ class Run:
     seed: int
 
 
-def start(name: str, output_dir: str = "outputs", data_dir: str | None = None, seed: int = 0,
-          require_data: bool = False) -> Run:
+def start(
+    name: str,
+    output_dir: str = "outputs",
+    data_dir: str | None = None,
+    seed: int = 0,
+    require_data: bool = False,
+) -> Run:
     """Seed everything, silence progress bars, resolve paths, and say where the run stands."""
     from utils.modeling import pick_device, pick_dtype, quiet_libraries, seed_everything
 
@@ -45,12 +50,21 @@ def start(name: str, output_dir: str = "outputs", data_dir: str | None = None, s
         print(f"DATA_DIR {data_dir!r} not found: using the embedded data only.")
         data = None
     device = pick_device()
-    run = Run(name=name, output_dir=root / name, root_output_dir=root, data_dir=data, device=device.type,
-              dtype=str(pick_dtype(device)).replace("torch.", ""), seed=seed)
+    run = Run(
+        name=name,
+        output_dir=root / name,
+        root_output_dir=root,
+        data_dir=data,
+        device=device.type,
+        dtype=str(pick_dtype(device)).replace("torch.", ""),
+        seed=seed,
+    )
     run.output_dir.mkdir(parents=True, exist_ok=True)
     where = "Kaggle" if on_kaggle() else "local"
-    print(f"{name}: {where}, device {run.device} ({run.dtype}), seed {seed}, raw data: "
-          f"{'yes' if data else 'embedded only'}")
+    print(
+        f"{name}: {where}, device {run.device} ({run.dtype}), seed {seed}, raw data: "
+        f"{'yes' if data else 'embedded only'}"
+    )
     return run
 
 
@@ -58,8 +72,12 @@ def environment() -> dict:
     import torch
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "cuda": torch.cuda.is_available()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.cuda.is_available(),
+    }
 
 
 def strip(path: str | Path) -> None:

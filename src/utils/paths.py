@@ -50,7 +50,9 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     for candidate in candidates:
         if candidate.is_dir():
             return candidate.resolve()
-    raise FileNotFoundError(f"DATA_DIR {str(data_dir)!r} not found (looked in: {', '.join(map(str, candidates))})")
+    raise FileNotFoundError(
+        f"DATA_DIR {str(data_dir)!r} not found (looked in: {', '.join(map(str, candidates))})"
+    )
 
 
 def find_competition_dir(slug: str) -> Path | None:

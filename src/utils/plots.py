@@ -14,8 +14,11 @@ def _save(fig, path: str | Path | None):
     return fig
 
 
-def distributions(answers_by_source: dict[str, list[int]], lengths_by_source: dict[str, list[int]],
-                  path: str | Path | None = None):
+def distributions(
+    answers_by_source: dict[str, list[int]],
+    lengths_by_source: dict[str, list[int]],
+    path: str | Path | None = None,
+):
     """Answer magnitudes and tokens per example, per source (log scales: the sources differ by orders)."""
     import math
 
@@ -55,8 +58,16 @@ def bars(labels: list[str], values: list[float], ylabel: str, title: str, path: 
     return _save(fig, path)
 
 
-def scatter(points: list[dict], x: str, y: str, label: str, path: str | Path | None = None, logx: bool = False,
-            title: str = "", front: bool = False):
+def scatter(
+    points: list[dict],
+    x: str,
+    y: str,
+    label: str,
+    path: str | Path | None = None,
+    logx: bool = False,
+    title: str = "",
+    front: bool = False,
+):
     """One point per row of `points` (dicts), labelled; with `front`, the Pareto front (max y, min x) drawn."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for p in points:
@@ -69,7 +80,9 @@ def scatter(points: list[dict], x: str, y: str, label: str, path: str | Path | N
                 best = p[y]
                 line.append((p[x], p[y]))
         if line:
-            ax.step(*zip(*line, strict=False), where="post", color="gray", linestyle="--", label="Pareto front")
+            ax.step(
+                *zip(*line, strict=False), where="post", color="gray", linestyle="--", label="Pareto front"
+            )
             ax.legend(fontsize=8)
     ax.set(xlabel=x, ylabel=y, title=title, xscale="log" if logx else "linear")
     fig.tight_layout()

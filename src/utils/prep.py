@@ -24,9 +24,20 @@ class PrepConfig:
     n_embedded_validation: int = 200
     n_embedded_eval: int = 300
     compute_share: float = 0.25
-    train_sets: list = field(default_factory=lambda: ["tora", "gsm8k_train", "math_train", "aime"])  # ToRA first: its tool-integrated copies of MATH problems win the dedup
-    eval_sets: list = field(default_factory=lambda: [
-        "gsm8k_test", "math500", "aime2025", "aimo_val_aime", "aimo_val_amc", "aimo1_train", "aimo2_reference"])
+    train_sets: list = field(
+        default_factory=lambda: ["tora", "gsm8k_train", "math_train", "aime"]
+    )  # ToRA first: its tool-integrated copies of MATH problems win the dedup
+    eval_sets: list = field(
+        default_factory=lambda: [
+            "gsm8k_test",
+            "math500",
+            "aime2025",
+            "aimo_val_aime",
+            "aimo_val_amc",
+            "aimo1_train",
+            "aimo2_reference",
+        ]
+    )
     validation_share: float = 0.02
     decontamination_ngram: int = 13
 
@@ -42,7 +53,11 @@ class PrepResult:
     files: dict
 
     def counts(self) -> dict:
-        return {"train": len(self.train), "validation": len(self.validation), "evaluation": len(self.evaluation)}
+        return {
+            "train": len(self.train),
+            "validation": len(self.validation),
+            "evaluation": len(self.evaluation),
+        }
 
 
 def to_example(problem: Problem, mode: str) -> dict:
@@ -109,12 +124,21 @@ def prepare(config: PrepConfig, data_dir: str | Path | None, out_dir: str | Path
 
     # Embedded problems are generated, so copies across splits are real duplicates: remove them too.
     train_pool, _ = deduplicate(train_pool + emb_train)
-    train_pool, decon = decontaminate(train_pool, eval_problems | {"embedded_validation": emb_val},
-                                      ngram=config.decontamination_ngram)
+    train_pool, decon = decontaminate(
+        train_pool, eval_problems | {"embedded_validation": emb_val}, ngram=config.decontamination_ngram
+    )
     for name in ["embedded", *[n for n in config.train_sets if n in raw]]:
-        stage(name, "deduplicated + decontaminated", [p for p in train_pool if p.metadata.get("set", "embedded") == name])
+        stage(
+            name,
+            "deduplicated + decontaminated",
+            [p for p in train_pool if p.metadata.get("set", "embedded") == name],
+        )
 
-    real_val = [p for p in train_pool if p.source != "embedded" and _in_validation(p.id, config.validation_share, config.seed)]
+    real_val = [
+        p
+        for p in train_pool
+        if p.source != "embedded" and _in_validation(p.id, config.validation_share, config.seed)
+    ]
     val_ids = {p.id for p in real_val}
     train_problems = [p for p in train_pool if p.id not in val_ids]
     train = [to_example(p, m) for p in train_problems for m in modes_for(p)]
@@ -127,7 +151,14 @@ def prepare(config: PrepConfig, data_dir: str | Path | None, out_dir: str | Path
         "evaluation": str(save_problems(out_dir / "evaluation.jsonl", evaluation)),
     }
     result = PrepResult(train, validation, evaluation, stages, raw_counts, decon.to_dict(), files)
-    atomic_write_json(out_dir / "report.json", {"config": asdict(config), "stages": stages,
-                                                "raw_counts": raw_counts, "decontamination": decon.to_dict(),
-                                                "counts": result.counts()})
+    atomic_write_json(
+        out_dir / "report.json",
+        {
+            "config": asdict(config),
+            "stages": stages,
+            "raw_counts": raw_counts,
+            "decontamination": decon.to_dict(),
+            "counts": result.counts(),
+        },
+    )
     return result

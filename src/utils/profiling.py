@@ -31,7 +31,9 @@ class measure:
 
     def __init__(self, device: str | torch.device | None = None, interval: float = 0.02):
         device = torch.device(device) if device is not None else None
-        self.cuda = (device is None and torch.cuda.is_available()) or (device is not None and device.type == "cuda")
+        self.cuda = (device is None and torch.cuda.is_available()) or (
+            device is not None and device.type == "cuda"
+        )
         self.interval = interval
         self.result = Measurement(memory_kind="cuda_allocated" if self.cuda else "cpu_rss")
 

@@ -58,7 +58,7 @@ def chat_prompt(tokenizer, user_content: str) -> str:
     )
     bos = tokenizer.bos_token
     if bos and text.startswith(bos) and _adds_bos(tokenizer):
-        text = text[len(bos):]
+        text = text[len(bos) :]
     return text
 
 

@@ -437,7 +437,9 @@ def measure_variant(
 
     generation = generation or GenerationConfig()
     memory = weight_memory(model)  # before the first call: bitsandbytes may repack weights then
-    _warm_up(model, tokenizer, build_prompt(tokenizer, problems[0].problem, problem_modes(problems[:1], mode)[0]))
+    _warm_up(
+        model, tokenizer, build_prompt(tokenizer, problems[0].problem, problem_modes(problems[:1], mode)[0])
+    )
     device = next(model.parameters()).device
     with measure(device) as m:
         samples = generate_answers(model, tokenizer, problems, mode, generation)

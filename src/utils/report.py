@@ -37,32 +37,63 @@ def section_notebooks(outputs: Path) -> str:
     parts = []
     m1 = _load(outputs / "01_data_prep" / "metrics.json")
     if m1:
-        parts.append("**01 data prep**: " + ", ".join(f"{k} {m1[k]:,}" for k in ("train", "validation", "evaluation"))
-                     + f" examples/problems; {m1.get('decontaminated', 0):,} training problems dropped by decontamination.")
+        parts.append(
+            "**01 data prep**: "
+            + ", ".join(f"{k} {m1[k]:,}" for k in ("train", "validation", "evaluation"))
+            + f" examples/problems; {m1.get('decontaminated', 0):,} training problems dropped by decontamination."
+        )
     m2 = _load(outputs / "02_lora_sft" / "metrics.json")
     if m2:
-        rows = [["base", m2["base_accuracy"], *[m2["base_by_kind"].get(k, "") for k in ("mental", "compute")]],
-                ["LoRA-tuned", m2["tuned_accuracy"], *[m2["tuned_by_kind"].get(k, "") for k in ("mental", "compute")]]]
-        parts.append(f"**02 LoRA SFT** ({m2['eval_problems']} held-out embedded problems, greedy, each in its trained style; "
-                     f"{m2['trainable_parameters']:,} trainable of {m2['total_parameters']:,} parameters, "
-                     f"{m2['steps']} steps):\n\n" + _table(["model", "accuracy", "mental", "compute"], rows))
+        rows = [
+            ["base", m2["base_accuracy"], *[m2["base_by_kind"].get(k, "") for k in ("mental", "compute")]],
+            [
+                "LoRA-tuned",
+                m2["tuned_accuracy"],
+                *[m2["tuned_by_kind"].get(k, "") for k in ("mental", "compute")],
+            ],
+        ]
+        parts.append(
+            f"**02 LoRA SFT** ({m2['eval_problems']} held-out embedded problems, greedy, each in its trained style; "
+            f"{m2['trainable_parameters']:,} trainable of {m2['total_parameters']:,} parameters, "
+            f"{m2['steps']} steps):\n\n" + _table(["model", "accuracy", "mental", "compute"], rows)
+        )
     m3 = _load(outputs / "03_adapter_comparison" / "metrics.json")
     if m3 and isinstance(m3.get("methods"), dict):
-        keys = ["accuracy", "accuracy_std", "trainable_share", "train_seconds", "final_train_loss", "forgetting"]
+        keys = [
+            "accuracy",
+            "accuracy_std",
+            "trainable_share",
+            "train_seconds",
+            "final_train_loss",
+            "forgetting",
+        ]
         rows = [[name, *[r.get(k, "") for k in keys]] for name, r in m3["methods"].items()]
         budget = m3.get("budget", {})
-        parts.append(f"**03 adapter comparison** (mean over seeds {m3.get('seeds')}; {budget.get('max_steps')} steps of "
-                     f"batch {budget.get('batch_size')} each):\n\n" + _table(["method", *keys], rows))
+        parts.append(
+            f"**03 adapter comparison** (mean over seeds {m3.get('seeds')}; {budget.get('max_steps')} steps of "
+            f"batch {budget.get('batch_size')} each):\n\n" + _table(["method", *keys], rows)
+        )
     m4 = _load(outputs / "04_quantized_inference" / "metrics.json")
     if m4 and isinstance(m4.get("variants"), list):
-        keys = ["variant", "deployment", "weight_memory_mb", "accuracy", "perplexity", "agreement_with_16bit", "tokens_per_second"]
+        keys = [
+            "variant",
+            "deployment",
+            "weight_memory_mb",
+            "accuracy",
+            "perplexity",
+            "agreement_with_16bit",
+            "tokens_per_second",
+        ]
         rows = [[r.get(k, "") for k in keys] for r in m4["variants"]]
         parts.append("**04 quantized inference**:\n\n" + _table(keys, rows))
     m5 = _load(outputs / "05_submission" / "metrics.json")
     if m5 and isinstance(m5.get("accuracy"), dict):
         by_kind = m5.get("by_kind", {})
         rows = [[mode, acc, by_kind.get(mode, {}).get("compute", "")] for mode, acc in m5["accuracy"].items()]
-        parts.append("**05 submission** (same held-out problems):\n\n" + _table(["mode", "accuracy", "compute problems"], rows))
+        parts.append(
+            "**05 submission** (same held-out problems):\n\n"
+            + _table(["mode", "accuracy", "compute problems"], rows)
+        )
     return "\n\n".join(parts) if parts else "_Run `make run-all` to produce results._"
 
 

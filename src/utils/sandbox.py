@@ -65,7 +65,9 @@ class SandboxConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"SandboxConfig.{name}: expected a positive int, got {value!r}")
         if self.max_open_files < 16:
-            raise ValueError(f"SandboxConfig.max_open_files: the interpreter needs at least 16, got {self.max_open_files}")
+            raise ValueError(
+                f"SandboxConfig.max_open_files: the interpreter needs at least 16, got {self.max_open_files}"
+            )
 
 
 @dataclass
@@ -107,11 +109,18 @@ def run_python(
     if isinstance(timeout, SandboxConfig):
         config, timeout = timeout, None
     overrides = {
-        "timeout": timeout, "memory_mb": memory_mb, "max_output_chars": max_output_chars,
-        "max_file_mb": max_file_mb, "max_processes": max_processes, "max_open_files": max_open_files,
-        "print_last_expression": print_last_expression, "allow_subprocess": allow_subprocess,
+        "timeout": timeout,
+        "memory_mb": memory_mb,
+        "max_output_chars": max_output_chars,
+        "max_file_mb": max_file_mb,
+        "max_processes": max_processes,
+        "max_open_files": max_open_files,
+        "print_last_expression": print_last_expression,
+        "allow_subprocess": allow_subprocess,
     }
-    cfg = dataclasses.replace(config or SandboxConfig(), **{k: v for k, v in overrides.items() if v is not None})
+    cfg = dataclasses.replace(
+        config or SandboxConfig(), **{k: v for k, v in overrides.items() if v is not None}
+    )
     if not isinstance(code, str):
         return SandboxResult(stdout="", error=f"code must be a str, got {type(code).__name__}")
     try:
@@ -144,8 +153,13 @@ def _spawn_and_collect(cfg: SandboxConfig, work: str, code_path: str, token: str
     start = time.monotonic()
     proc = subprocess.Popen(
         _child_argv(cfg, work, code_path),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        cwd=work, env=_child_env(work, token), start_new_session=True, close_fds=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=work,
+        env=_child_env(work, token),
+        start_new_session=True,
+        close_fds=True,
     )
     stop = None
     try:
@@ -165,20 +179,45 @@ def _child_argv(cfg: SandboxConfig, work: str, code_path: str) -> list[str]:
     # the parent's own sys.path entries are passed instead so that installed packages import.
     flags = ("p" if cfg.print_last_expression else "") + ("s" if cfg.allow_subprocess else "")
     limits = [
-        int(cfg.timeout) + 1, cfg.memory_mb << 20, cfg.max_file_mb << 20, cfg.max_processes, cfg.max_open_files,
+        int(cfg.timeout) + 1,
+        cfg.memory_mb << 20,
+        cfg.max_file_mb << 20,
+        cfg.max_processes,
+        cfg.max_open_files,
     ]
     paths = [p for p in sys.path if p and os.path.isabs(p) and os.path.exists(p)]
-    return [sys.executable, "-I", "-S", "-B", "-c", _PRELUDE, work, code_path, flags, *map(str, limits), *paths]
+    return [
+        sys.executable,
+        "-I",
+        "-S",
+        "-B",
+        "-c",
+        _PRELUDE,
+        work,
+        code_path,
+        flags,
+        *map(str, limits),
+        *paths,
+    ]
 
 
 def _child_env(work: str, token: str) -> dict[str, str]:
     """A minimal environment: nothing of the parent's (tokens, credentials) reaches the snippet."""
     one = "1"
     return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": one, "PYTHONIOENCODING": "utf-8",
-        "OMP_NUM_THREADS": one, "MKL_NUM_THREADS": one, "OPENBLAS_NUM_THREADS": one,
-        "NUMEXPR_NUM_THREADS": one, "MPLBACKEND": "Agg", _MARK_ENV: token,
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": work,
+        "TMPDIR": work,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": one,
+        "PYTHONIOENCODING": "utf-8",
+        "OMP_NUM_THREADS": one,
+        "MKL_NUM_THREADS": one,
+        "OPENBLAS_NUM_THREADS": one,
+        "NUMEXPR_NUM_THREADS": one,
+        "MPLBACKEND": "Agg",
+        _MARK_ENV: token,
     }
 
 
@@ -306,7 +345,9 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path, onerror=fix_and_retry)
 
 
-def _result(cfg, returncode: int, stop: str | None, out: _Capture, err: _Capture, duration: float) -> SandboxResult:
+def _result(
+    cfg, returncode: int, stop: str | None, out: _Capture, err: _Capture, duration: float
+) -> SandboxResult:
     stdout, truncated = _cut(out, cfg.max_output_chars)
     stderr, summary = _split_stderr(err.buf.decode("utf-8", "replace"))
     if stop == "timeout":
@@ -317,8 +358,15 @@ def _result(cfg, returncode: int, stop: str | None, out: _Capture, err: _Capture
         error = summary
     else:
         error = _exit_reason(returncode, stderr)
-    return SandboxResult(stdout=stdout, error=error, timed_out=stop == "timeout", returncode=returncode,
-                         duration=duration, stderr=stderr, truncated=truncated)
+    return SandboxResult(
+        stdout=stdout,
+        error=error,
+        timed_out=stop == "timeout",
+        returncode=returncode,
+        duration=duration,
+        stderr=stderr,
+        truncated=truncated,
+    )
 
 
 def _cut(cap: _Capture, limit: int) -> tuple[str, bool]:
@@ -344,7 +392,9 @@ def _exit_reason(returncode: int, stderr: str) -> str | None:
         name = _signal_name(-returncode)
         if name == "SIGXCPU":
             return "CPU time limit exceeded"
-        return f"killed by {name}" + (" (memory or stack limit?)" if name in ("SIGSEGV", "SIGBUS", "SIGABRT") else "")
+        return f"killed by {name}" + (
+            " (memory or stack limit?)" if name in ("SIGSEGV", "SIGBUS", "SIGABRT") else ""
+        )
     lines = [line for line in stderr.splitlines() if line.strip()]
     return lines[-1].strip()[:500] if lines else f"exited with code {returncode}"
 

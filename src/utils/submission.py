@@ -254,8 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     def load_solver() -> Solver:
         from utils.solver import build_solver  # heavy imports only once a problem is waiting
 
-        return build_solver(model=args.model, mode=args.mode, samples=args.samples, seed=args.seed,
-                            competition=args.competition)
+        return build_solver(
+            model=args.model,
+            mode=args.mode,
+            samples=args.samples,
+            seed=args.seed,
+            competition=args.competition,
+        )
 
     result = run_submission(
         problems_csv=args.problems,

@@ -19,7 +19,24 @@ from collections.abc import Callable
 
 from utils.data import Problem
 
-NAMES = ["Ava", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jo", "Kai", "Lena", "Max", "Nia", "Omar", "Pia"]
+NAMES = [
+    "Ava",
+    "Ben",
+    "Cara",
+    "Dev",
+    "Eli",
+    "Fay",
+    "Gus",
+    "Hana",
+    "Ivan",
+    "Jo",
+    "Kai",
+    "Lena",
+    "Max",
+    "Nia",
+    "Omar",
+    "Pia",
+]
 ITEMS = ["apples", "marbles", "stamps", "cards", "shells", "coins", "books", "pens", "stickers", "beads"]
 
 
@@ -100,10 +117,14 @@ def tool_solution(steps, answer: int) -> str:
     return f"{_numbers(steps)}\n```python\nprint({expr})\n```\n```output\n{answer}\n```\nThe answer is \\boxed{{{answer}}}."
 
 
-def make_problem(r: random.Random, kind: str, index: int, split: str, first_factor: tuple = (11, 99)) -> Problem:
+def make_problem(
+    r: random.Random, kind: str, index: int, split: str, first_factor: tuple = (11, 99)
+) -> Problem:
     template = r.choice(TEMPLATES[kind])
     name, item = r.choice(NAMES), r.choice(ITEMS)
-    text, chain = template(r, name, item, first=first_factor) if kind == "compute" else template(r, name, item)
+    text, chain = (
+        template(r, name, item, first=first_factor) if kind == "compute" else template(r, name, item)
+    )
     steps, answer = _steps(chain)
     return Problem(
         id=f"embedded-{split}-{index:05d}",
@@ -111,13 +132,18 @@ def make_problem(r: random.Random, kind: str, index: int, split: str, first_fact
         problem=text,
         solution=reasoning_solution(steps, answer),
         answer=answer,
-        metadata={"kind": kind, "template": template.__name__.lstrip("_"), "split": split,
-                  "tool_solution": tool_solution(steps, answer)},
+        metadata={
+            "kind": kind,
+            "template": template.__name__.lstrip("_"),
+            "split": split,
+            "tool_solution": tool_solution(steps, answer),
+        },
     )
 
 
-def generate_problems(n: int, seed: int = 0, compute_share: float = 0.25, split: str = "all",
-                      first_factor: tuple = (11, 99)) -> list[Problem]:
+def generate_problems(
+    n: int, seed: int = 0, compute_share: float = 0.25, split: str = "all", first_factor: tuple = (11, 99)
+) -> list[Problem]:
     """`n` problems, `compute_share` of them of the `compute` kind; a pure function of the seed.
     `first_factor` bounds a compute problem's first factor (the pretraining text reads 3-digit ones)."""
     r = random.Random(f"{seed}-{split}")
@@ -160,7 +186,13 @@ def format_snippets(seed: int = 0, n: int = 400) -> list[str]:
         docs.append(f"The answer is \\boxed{{{r.randint(0, 999)}}}.")
         docs.append(f"```python\nprint({a} {op} {b})\n```\n```output\n{value}\n```")
     greetings = ["Hello.", "What is your name?", "Can you help me?", "Thank you.", "Good morning."]
-    replies = ["Hello! How can I help?", "I am a small model.", "Yes, I can help.", "You are welcome.", "Good morning!"]
+    replies = [
+        "Hello! How can I help?",
+        "I am a small model.",
+        "Yes, I can help.",
+        "You are welcome.",
+        "Good morning!",
+    ]
     docs += [f"User: {q}\n\nAssistant: {a}" for q, a in zip(greetings, replies, strict=False)] * 20
     docs += list(INSTRUCTIONS.values()) * 20
     return docs
@@ -221,6 +253,8 @@ def program_snippets(seed: int = 0, n: int = 2000) -> list[str]:
             op = r.choice("+-")
             expr, value = f"({expr}) {op} {c}", _OPS[op](value, c)
         flat = expr.replace("(", "").replace(")", "")
-        docs.append(f"Compute {flat}.\n```python\nprint({expr})\n```\n```output\n{value}\n```\n"
-                    f"The answer is \\boxed{{{value}}}.")
+        docs.append(
+            f"Compute {flat}.\n```python\nprint({expr})\n```\n```output\n{value}\n```\n"
+            f"The answer is \\boxed{{{value}}}."
+        )
     return docs
