@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
+from pathlib import Path
 
 from benchmarks import REPO
 from benchmarks.common import bar, make_result, median, row, rss_mb, timed_repeats
@@ -97,6 +98,28 @@ def padding_estimate(tokenizer, rows: list[dict], batch_size: int, max_length: i
         "padding_share": share,
         "padding_ceiling": 1 / (1 - share),
     }
+
+
+REAL_SOURCES = ("gsm8k", "math")  # notebook 01's real training rows, for the padding they would carry
+
+
+def real_data_padding(
+    tokenizer, batch_size: int, max_length: int, seed: int = 0, outputs: Path = REPO / "outputs"
+) -> dict:
+    """`padding_estimate` on notebook 01's real training rows (GSM8K, MATH), where it has written them:
+    what packing could gain on real data, against the embedded examples the timed runs use. A source notebook
+    01 has not prepared is reported as missing, not guessed."""
+    from utils.training import training_rows
+
+    found = {}
+    for source in REAL_SOURCES:
+        try:
+            rows, _ = training_rows(outputs, source, tokenizer)
+        except (FileNotFoundError, ValueError) as exc:
+            found[source] = {"missing": str(exc)}
+            continue
+        found[source] = padding_estimate(tokenizer, rows, batch_size, max_length, seed)
+    return found
 
 
 def step_clock():
@@ -232,6 +255,7 @@ def bench_training(bench: TrainingBench | None = None, isolate: bool = True) -> 
         tiny_model_path(progress=False)
     names = side_names(bench)
     runs = timed_repeats({side: partial(run, side, bench) for side in names}, bench.rounds)
+    real_padding = _real_padding(bench)
     sides = {side: combine(runs[side]) for side in names}
     base, proj = sides[BASELINE], sides[names[1]]
     rows = [
@@ -266,10 +290,19 @@ def bench_training(bench: TrainingBench | None = None, isolate: bool = True) -> 
         rows,
         bar(f"training throughput, {names[1]} (the project's) / padded", rows[0]["ratio"], 1.5),
         sides=sides,
+        real_data_padding=real_padding,
         other_bars=[
             bar(f"training throughput, {side} / padded", r["ratio"], 1.5) for side, r in others.items()
         ],
     )
+
+
+def _real_padding(bench: TrainingBench) -> dict:
+    from utils.modeling import load_tokenizer, resolve_model
+    from utils.training import TrainingConfig
+
+    config = TrainingConfig()
+    return real_data_padding(load_tokenizer(resolve_model(bench.model)), config.batch_size, 4096, bench.seed)
 
 
 def main(argv: list[str] | None = None) -> int:

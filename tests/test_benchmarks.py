@@ -238,3 +238,23 @@ def test_readme_is_generated_from_the_results_and_names_the_gpu(tmp_path):
 def test_the_committed_readme_is_the_one_the_results_generate():
     readme = REPO / "benchmarks" / "README.md"
     assert readme.read_text() == report.render_readme(RESULTS_DIR), "run `python -m benchmarks.report`"
+
+
+def test_real_data_padding_reads_notebook_01s_rows_and_names_what_is_missing(tiny_tokenizer, tmp_path):
+    from benchmarks.bench_training import real_data_padding
+
+    def row(i: int, source: str, words: int) -> dict:
+        messages = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "word " * words}]
+        return {"id": f"{source}-{i}", "source": source, "mode": "reasoning", "messages": messages}
+
+    folder = tmp_path / "01_data_prep"
+    folder.mkdir()
+    rows = [row(i, "gsm8k", 5 if i % 2 else 200) for i in range(40)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "validation.jsonl").write_text("")
+    found = real_data_padding(tiny_tokenizer, 16, 4096, outputs=tmp_path)
+    assert found["gsm8k"]["padding_share"] > 0.3  # short and long rows in one batch: mostly padding
+    assert "no training examples" in found["math"]["missing"]
+    lines = report._real_padding_lines(found)
+    assert "gsm8k" in lines[-1] and "math" not in lines[-1]
+    assert real_data_padding(tiny_tokenizer, 16, 4096, outputs=tmp_path / "nowhere")["gsm8k"]["missing"]
