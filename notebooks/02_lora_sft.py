@@ -108,7 +108,8 @@ print(f"base accuracy: {before.accuracy:.3f}", before.by_kind)
 
 # %% [markdown]
 # ## Train
-# Rerunning this cell after an interruption resumes from the last checkpoint in the output folder.
+# Rerunning this cell after an interruption resumes from the last checkpoint in the output folder, provided
+# the model, recipe and data are the ones that wrote it (otherwise it starts afresh, with a warning).
 
 # %%
 lora = LoraSettings(r=LORA_R, alpha=LORA_ALPHA, dropout=LORA_DROPOUT, target_modules=TARGET_MODULES)

@@ -57,6 +57,7 @@ BATCH_SIZE = 8
 MAX_LENGTH = 256
 EVAL_LIMIT = 100
 MAX_NEW_TOKENS = 48
+REUSE_RUNS = False  # True: keep the runs an interrupted session finished with the same settings
 
 # %%
 import sys
@@ -101,10 +102,12 @@ print(f"{len(data.train_rows)} training rows, {len(data.eval_problems)} held-out
 # %% [markdown]
 # ## Run every experiment with every seed
 # One line per run (timings are kept for the table below). Each run's record is also written as JSON in
-# `outputs/03_adapter_comparison/runs/<experiment>/seed<N>.json`, with its adapter beside it.
+# `outputs/03_adapter_comparison/runs/<experiment>/seed<N>.json`, with its adapter beside it. On Kaggle, where a
+# comparison of a 7B model takes hours, set `REUSE_RUNS = True` and rerun after a session dies: runs already
+# finished with the same experiment, seed, budget, model and data are read back instead of trained again.
 
 # %%
-records = comparison.run_comparison(experiments, seeds, data, budget, MODEL, run.output_dir / "runs")
+records = comparison.run_comparison(experiments, seeds, data, budget, MODEL, run.output_dir / "runs", reuse=REUSE_RUNS)
 
 # %% [markdown]
 # ## The results table

@@ -304,3 +304,27 @@ def test_results_table_csv_and_metrics(comparison):
     assert set(m["methods"]) == {"lora", "broken", "bottleneck", "full", "qlora"}
     assert all(set(run) == set(RECORD_FIELDS) for v in m["methods"].values() for run in v["runs"])
     json.dumps(m, allow_nan=False)  # NaN means become null: valid JSON for any reader
+
+
+def test_a_rerun_keeps_finished_runs_only_when_nothing_changed(comparison, small_data, tiny_model):
+    """`reuse=True` (a Kaggle session that died mid-comparison, rerun): a finished run with the same
+    experiment, seed, budget, model and data is read back; change any of them and it trains again."""
+    from dataclasses import replace
+
+    from utils.comparison import run_experiment
+
+    records, _, out = comparison
+    lora = load_experiments([{"name": "lora", "method": "lora"}])[0]
+    first = next(r for r in records if r["name"] == "lora" and r["seed"] == 0)
+    kept = run_experiment(lora, 0, small_data, BUDGET, str(tiny_model), out, reuse=True)
+    assert kept == json.loads(json.dumps(first)) and kept["fingerprint"]
+    longer = replace(BUDGET, max_steps=3)
+    again = run_experiment(lora, 0, small_data, longer, str(tiny_model), out, reuse=True)
+    assert again["steps"] == 3 and again["fingerprint"] != first["fingerprint"]
+    spec = {"name": "broken", "method": "lora", "options": {"target_modules": ["no_such_module"]}}
+    path = out / "broken" / "seed0.json"
+    before = path.stat().st_mtime_ns
+    failed = run_experiment(
+        load_experiments([spec])[0], 0, small_data, BUDGET, str(tiny_model), out, reuse=True
+    )
+    assert failed["status"] == "failed" and path.stat().st_mtime_ns > before  # tried again, not kept

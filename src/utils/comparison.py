@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from utils.adapters import get_method, save_method, training_callbacks
-from utils.io import atomic_write_json
+from utils.io import atomic_write_json, fingerprint
 
 # Rates for the embedded tiny model at a 30-step budget, picked from a short sweep (seed 0, lowest
 # validation loss, 2-3 rates a family); a 7B model wants about ten times less (LoRA ~2e-4, full
@@ -87,6 +87,7 @@ RECORD_FIELDS = (
     "forgetting_loss_before",
     "forgetting_loss_after",
     "forgetting",
+    "fingerprint",
 )
 
 
@@ -355,6 +356,26 @@ def empty_record(exp: Experiment, seed: int) -> dict:
     return record
 
 
+def run_fingerprint(exp: Experiment, seed: int, data: ComparisonData, budget: Budget, model_name: str) -> str:
+    """What one run's record depends on: the experiment, the seed, the budget, the model (the embedded
+    one by its cache key) and the data."""
+    from utils.modeling import resolve_model
+
+    return fingerprint(
+        {"experiment": exp, "seed": seed, "budget": budget, "model": resolve_model(model_name), "data": data}
+    )
+
+
+def finished_record(path: Path, key: str) -> dict | None:
+    """The record at `path` if it is a successful run with fingerprint `key`, else None."""
+    import json
+
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("status") == "ok" and record.get("fingerprint") == key else None
+
+
 def run_experiment(
     exp: Experiment,
     seed: int,
@@ -363,12 +384,19 @@ def run_experiment(
     model_name: str,
     output_dir: str | Path,
     base: dict | None = None,
+    reuse: bool = False,
 ) -> dict:
     """Train, save, measure and score one experiment with one seed; any exception makes a `failed`
     record carrying the error instead of propagating. Writes `output_dir/<name>/seed<seed>.json`.
 
-    `base` caches the base model's (parameters, forgetting loss) per quantization across calls."""
-    record = empty_record(exp, seed)
+    `base` caches the base model's (parameters, forgetting loss) per quantization across calls. With
+    `reuse`, a run that an earlier (interrupted) comparison finished with the same fingerprint is read back
+    instead of trained again."""
+    key = run_fingerprint(exp, seed, data, budget, model_name)
+    done = finished_record(Path(output_dir) / exp.name / f"seed{seed}.json", key) if reuse else None
+    if done is not None:
+        return done
+    record = empty_record(exp, seed) | {"fingerprint": key}
     run_dir = Path(output_dir) / exp.name / f"seed{seed}"
     try:
         with _quiet():
@@ -468,13 +496,15 @@ def run_comparison(
     model_name: str,
     output_dir: str | Path,
     log: Callable[[str], None] | None = print,
+    reuse: bool = False,
 ) -> list[dict]:
-    """Every experiment with every seed, in order; one record each (see `run_experiment`)."""
+    """Every experiment with every seed, in order; one record each (see `run_experiment`, and `reuse`
+    there: on Kaggle, rerun after a session dies and the finished runs are kept)."""
     base: dict = {}
     records = []
     for exp in experiments:
         for seed in seeds:
-            record = run_experiment(exp, seed, data, budget, model_name, output_dir, base)
+            record = run_experiment(exp, seed, data, budget, model_name, output_dir, base, reuse)
             records.append(record)
             if log:
                 log(describe(record))

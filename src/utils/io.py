@@ -83,3 +83,21 @@ def _jsonable(obj: Any) -> Any:
 
         return asdict(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def fingerprint(obj: Any, length: int = 16) -> str:
+    """A short hash of `obj` as canonical JSON, the same in every process: keys sorted, sets sorted (their
+    iteration order follows the string hash seed), dataclasses and paths as `atomic_write_json` writes them.
+    It names what a saved result depends on, so that a rerun reuses it only when nothing changed."""
+    import hashlib
+
+    def default(o: Any) -> Any:
+        if isinstance(o, (set, frozenset)):
+            return sorted(map(str, o))
+        try:
+            return _jsonable(o)
+        except TypeError:
+            return str(o)
+
+    text = json.dumps(obj, sort_keys=True, default=default)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]

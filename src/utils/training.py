@@ -7,7 +7,6 @@ batches, loss on the answer only, warm-up then cosine decay, gradient accumulati
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from utils.io import atomic_write_json
+from utils.io import atomic_write_json, fingerprint
 from utils.modeling import pick_dtype
 from utils.profiling import measure
 
@@ -127,7 +126,7 @@ def run_fingerprint(model, config: TrainingConfig, train_rows: list[dict], peft_
     settings and the training rows. A checkpoint is resumed only by a run with the same fingerprint."""
     base = getattr(model, "config", None)
     peft = peft_config.to_dict() if hasattr(peft_config, "to_dict") else peft_config
-    rows = hashlib.sha256(_canonical_json(train_rows).encode()).hexdigest()
+    rows = fingerprint(train_rows, 64)
     parts = {
         "model": getattr(base, "_name_or_path", None),
         "architecture": base.to_json_string(use_diff=False) if base is not None else None,
@@ -135,24 +134,14 @@ def run_fingerprint(model, config: TrainingConfig, train_rows: list[dict], peft_
         "peft": peft,
         "rows": rows,
     }
-    return hashlib.sha256(_canonical_json(parts).encode()).hexdigest()[:16]
+    return fingerprint(parts)
 
 
-def _canonical_json(obj) -> str:
-    """JSON that is the same in every process: sets (PEFT keeps target modules in one) sorted, since their
-    order follows the string hash seed."""
-    return json.dumps(
-        obj,
-        sort_keys=True,
-        default=lambda o: sorted(map(str, o)) if isinstance(o, (set, frozenset)) else str(o),
-    )
-
-
-def resumable_checkpoint(output_dir: Path, fingerprint: str) -> str | None:
+def resumable_checkpoint(output_dir: Path, key: str) -> str | None:
     """The last checkpoint of the same run, or None. Checkpoints of another run (a different model, recipe
     or data in the same folder) are removed, with a warning: resuming them would train the wrong thing."""
     recorded = output_dir / RUN_FILE
-    same = recorded.is_file() and json.loads(recorded.read_text()).get("fingerprint") == fingerprint
+    same = recorded.is_file() and json.loads(recorded.read_text()).get("fingerprint") == key
     stale = [p for p in output_dir.glob("checkpoint-*") if p.is_dir()]
     if stale and not same:
         warnings.warn(
@@ -162,7 +151,7 @@ def resumable_checkpoint(output_dir: Path, fingerprint: str) -> str | None:
         )
         for p in stale:
             shutil.rmtree(p)
-    atomic_write_json(recorded, {"fingerprint": fingerprint})
+    atomic_write_json(recorded, {"fingerprint": key})
     return last_checkpoint(output_dir) if same else None
 
 
