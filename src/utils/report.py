@@ -59,14 +59,7 @@ def section_notebooks(outputs: Path) -> str:
         )
     m3 = _load(outputs / "03_adapter_comparison" / "metrics.json")
     if m3 and isinstance(m3.get("methods"), dict):
-        keys = [
-            "accuracy",
-            "accuracy_std",
-            "trainable_share",
-            "train_seconds",
-            "final_train_loss",
-            "forgetting",
-        ]
+        keys = "accuracy accuracy_std trainable_share train_seconds final_train_loss forgetting".split()
         rows = [[name, *[r.get(k, "") for k in keys]] for name, r in m3["methods"].items()]
         budget = m3.get("budget", {})
         parts.append(
@@ -75,15 +68,7 @@ def section_notebooks(outputs: Path) -> str:
         )
     m4 = _load(outputs / "04_quantized_inference" / "metrics.json")
     if m4 and isinstance(m4.get("variants"), list):
-        keys = [
-            "variant",
-            "deployment",
-            "weight_memory_mb",
-            "accuracy",
-            "perplexity",
-            "agreement_with_16bit",
-            "tokens_per_second",
-        ]
+        keys = "variant deployment weight_memory_mb accuracy perplexity agreement_with_16bit tokens_per_second".split()
         rows = [[r.get(k, "") for k in keys] for r in m4["variants"]]
         parts.append("**04 quantized inference**:\n\n" + _table(keys, rows))
     m5 = _load(outputs / "05_submission" / "metrics.json")
