@@ -252,8 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     def load_solver() -> Solver:
+        from utils.modeling import quiet_libraries
         from utils.solver import build_solver  # heavy imports only once a problem is waiting
 
+        quiet_libraries()  # no loading bars between the CLI's own lines
         return build_solver(
             model=args.model,
             mode=args.mode,
