@@ -63,3 +63,14 @@ def test_every_notebook_with_metrics_gets_its_table(tmp_path):
 
 def test_without_outputs_it_says_how_to_make_them(tmp_path):
     assert "make run-all" in render(tmp_path)
+
+
+def test_the_benchmarks_bars_come_from_the_generated_benchmarks_readme(tmp_path):
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    (folder / "README.md").write_text(
+        "# Benchmarks\n\n## The bars\n\n| bar | target |\n| --- | --- |\n| answers/s | >= 3 |\n\n## Training\n\nmore\n"
+    )
+    text = render(tmp_path)
+    assert "### Benchmarks" in text and "| answers/s | >= 3 |" in text and "## Training" not in text
+    assert "benchmarks/README.md" in text

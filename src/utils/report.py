@@ -82,19 +82,25 @@ def section_notebooks(outputs: Path) -> str:
     return "\n\n".join(parts) if parts else "_Run `make run-all` to produce results._"
 
 
-def section_benchmarks(results: Path) -> str:
-    parts = []
-    for path in sorted(results.glob("*.json")):
-        data = _load(path)
-        if isinstance(data, dict) and isinstance(data.get("summary"), str):
-            parts.append(f"- `{path.name}`: {data['summary']}")
-    return "\n".join(parts)
+def section_benchmarks(benchmarks_readme: Path) -> str:
+    """The bars table of `benchmarks/README.md` (which `python -m benchmarks.report` generates from the
+    results), with a pointer to the rest: every figure, and the machine each came from."""
+    if not benchmarks_readme.is_file():
+        return ""
+    text = benchmarks_readme.read_text()
+    if "## The bars" not in text:
+        return ""
+    bars = text.split("## The bars", 1)[1].split("\n## ", 1)[0].strip()
+    return (
+        f"{bars}\n\nEvery figure, the settings and the machine each came from (CPU rows: this project's 2-core "
+        "machine): [benchmarks/README.md](benchmarks/README.md); `make bench` measures them again."
+    )
 
 
 def render(root: Path | None = None) -> str:
     root = root or project_root()
     text = "### Measured on the embedded default\n\n" + section_notebooks(root / "outputs")
-    bench = section_benchmarks(root / "benchmarks" / "results")
+    bench = section_benchmarks(root / "benchmarks" / "README.md")
     if bench:
         text += "\n\n### Benchmarks\n\n" + bench
     return text
