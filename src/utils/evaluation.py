@@ -23,29 +23,35 @@ class EvalResult:
     def summary(self) -> dict:
         return {"accuracy": self.accuracy, "n": self.n, "by_kind": self.by_kind}
 
+    @classmethod
+    def from_records(cls, records: list[dict]) -> EvalResult:
+        """Accuracy overall and per `kind` from records that each hold `kind` and `correct`."""
+        per_kind = defaultdict(list)
+        for r in records:
+            per_kind[r["kind"]].append(r["correct"])
+        n = len(records)
+        accuracy = sum(r["correct"] for r in records) / n if n else 0.0
+        by_kind = {k: sum(v) / len(v) for k, v in sorted(per_kind.items())}
+        return cls(accuracy=accuracy, n=n, by_kind=by_kind, records=records)
+
 
 def score(problems: list[Problem], outputs: list[str]) -> EvalResult:
     """Read each output's answer with `extract_answer` and compare it with the problem's answer."""
-    records, per_kind = [], defaultdict(list)
+    records = []
     for p, text in zip(problems, outputs, strict=True):
         predicted = extract_answer(text)
         correct = predicted is not None and predicted == p.answer
-        kind = p.metadata.get("kind", p.source)
-        per_kind[kind].append(correct)
         records.append(
             {
                 "id": p.id,
-                "kind": kind,
+                "kind": p.metadata.get("kind", p.source),
                 "answer": p.answer,
                 "predicted": predicted,
                 "correct": correct,
                 "output": text,
             }
         )
-    n = len(records)
-    accuracy = sum(r["correct"] for r in records) / n if n else 0.0
-    by_kind = {k: sum(v) / len(v) for k, v in sorted(per_kind.items())}
-    return EvalResult(accuracy=accuracy, n=n, by_kind=by_kind, records=records)
+    return EvalResult.from_records(records)
 
 
 def problem_modes(problems: list[Problem], mode: str = "reasoning") -> list[str]:

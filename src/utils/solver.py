@@ -323,20 +323,16 @@ def score_solutions(problems: Sequence, solutions: Sequence[Solution], competiti
 
     The truth is normalized like the answers (AIMO 1/2: mod 1000), so a problem scores as the competition would.
     """
-    from collections import defaultdict
-
     from utils.evaluation import EvalResult
 
-    records, per_kind = [], defaultdict(list)
+    records = []
     for p, s in zip(problems, solutions, strict=True):
         truth = normalize_for_competition(p.answer, competition)
         correct = s.answer == truth and bool(s.votes)  # a fallback answer never counts as solved
-        kind = p.metadata.get("kind", p.source)
-        per_kind[kind].append(correct)
         records.append(
             {
                 "id": p.id,
-                "kind": kind,
+                "kind": p.metadata.get("kind", p.source),
                 "answer": p.answer,
                 "predicted": s.answer,
                 "correct": correct,
@@ -345,11 +341,7 @@ def score_solutions(problems: Sequence, solutions: Sequence[Solution], competiti
                 "output": s.outputs[0] if s.outputs else "",
             }
         )
-    n = len(records)
-    by_kind = {k: sum(v) / len(v) for k, v in sorted(per_kind.items())}
-    return EvalResult(
-        accuracy=sum(r["correct"] for r in records) / n if n else 0.0, n=n, by_kind=by_kind, records=records
-    )
+    return EvalResult.from_records(records)
 
 
 def evaluate_solver(solver: Solver, problems: Sequence):
