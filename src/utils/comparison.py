@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import json
 import math
 import shutil
 import statistics
@@ -368,8 +369,6 @@ def run_fingerprint(exp: Experiment, seed: int, data: ComparisonData, budget: Bu
 
 def finished_record(path: Path, key: str) -> dict | None:
     """The record at `path` if it is a successful run with fingerprint `key`, else None."""
-    import json
-
     if not path.is_file():
         return None
     record = json.loads(path.read_text())

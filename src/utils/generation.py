@@ -91,8 +91,8 @@ def _generate_kwargs(tokenizer, config: GenerationConfig, stop_strings, deadline
 
 # Below this size a CPU decodes on one thread. A decoding step multiplies a few rows by small matrices, and
 # waking a second OpenMP thread for each product costs more than it saves once idle threads sleep (the
-# series sets OMP_WAIT_POLICY=PASSIVE, see utils/__init__.py): 32 answers of the tiny model took 1.5 s on
-# two threads and 0.31 s on one (`make bench`, generation).
+# series sets OMP_WAIT_POLICY=PASSIVE, see utils/__init__.py): the generation benchmark's 32 answers from
+# the tuned tiny model took 1.5 s on two threads and 0.31 s on one.
 ONE_THREAD_DECODING_PARAMETERS = 100_000_000
 
 
