@@ -25,7 +25,6 @@ import io
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import polars as pl
 
 from utils.io import atomic_write_bytes
 from utils.paths import find_competition_dir
+from utils.watchdog import call_with_timeout
 
 log = logging.getLogger(__name__)
 
@@ -108,24 +108,83 @@ class ProblemRow:
 def read_problems(path: str | os.PathLike) -> list[ProblemRow]:
     """Read and check a Kaggle problems CSV (`id`, `problem`, optional `answer`).
 
-    Raises `ProblemsFileError` naming the file and line on: a missing file, missing columns, an empty id,
+    Raises `ProblemsFileError` naming the file (and the line, where there is one) on: a missing or
+    unreadable file, a folder, an empty file, a binary file (NUL bytes), text that is not UTF-8, an
+    unterminated quote, missing or repeated columns, a row with more values than the header, an empty id,
     a duplicate id, an empty problem, a non-integer answer, or no rows at all.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ProblemsFileError(f"{path}: problems file not found")
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("id", "problem") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ProblemsFileError(f"{path}:1: missing column(s) {missing}; header is {reader.fieldnames}")
-        rows, seen, line = [], {}, reader.line_num + 1
+    reader = csv.DictReader(
+        io.StringIO(read_text_file(path, ProblemsFileError, "problems file"), newline=""), strict=True
+    )
+    rows: list[ProblemRow] = []
+    seen: dict[str, int] = {}
+    line = 1  # where the record being read starts
+    try:
+        header = reader.fieldnames
+        if not header:
+            raise ProblemsFileError(f"{path}: empty file (no header line; expected columns id, problem)")
+        _check_header(path, header)
+        line = reader.line_num + 1
         for record in reader:
+            if None in record:  # DictReader puts surplus values under the key None
+                raise ProblemsFileError(
+                    f"{path}:{line} (row {len(rows) + 1}): {len(header) + len(record[None])} values, "
+                    f"the header has {len(header)} (an unquoted comma?)"
+                )
             rows.append(_check_record(path, line, record, seen))
             line = reader.line_num + 1
+    except csv.Error as e:
+        raise ProblemsFileError(f"{path}:{line}: {_csv_problem(e)}") from None
     if not rows:
         raise ProblemsFileError(f"{path}: no problems (only a header)")
     return rows
+
+
+def read_text_file(path: Path, error: type[Exception] = ValueError, kind: str = "file") -> str:
+    """The UTF-8 text of `path` (a leading BOM dropped); any reason it cannot be read as text raises `error`
+    with the file, and the line where there is one (undecodable bytes, NUL bytes)."""
+    if path.is_dir():
+        raise error(f"{path}: is a folder, not a {kind}")
+    if not path.is_file():
+        raise error(f"{path}: {'not a regular file' if path.exists() else f'{kind} not found'}")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror or e})") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise error(f"{path}:1: UTF-16 or UTF-32 text (a byte-order mark); save it as UTF-8")
+    if b"\0" in data:
+        line = data.count(b"\n", 0, data.index(b"\0")) + 1
+        raise error(f"{path}:{line}: binary data (a NUL byte), not a text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise error(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}; "
+            "a Latin-1 or Windows file? save it as UTF-8)"
+        ) from None
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    missing = [c for c in ("id", "problem") if c not in header]
+    if missing:
+        raise ProblemsFileError(f"{path}:1: missing column(s) {missing}; header is {header}")
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise ProblemsFileError(f"{path}:1: repeated column(s) {repeated}; header is {header}")
+
+
+def _csv_problem(e: csv.Error) -> str:
+    """What a csv error means for the user: the reader stops where a quoted field goes wrong."""
+    text = str(e)
+    if "unexpected end of data" in text:
+        return "unterminated quote: a quoted field that starts in this record never closes"
+    if "expected after" in text:
+        return f"bad quoting ({text}): a quote inside a field must be doubled, or a quote was never closed"
+    return f"not a valid CSV record ({text})"
 
 
 def _check_record(path: Path, line: int, record: dict, seen: dict[str, int]) -> ProblemRow:
@@ -146,6 +205,38 @@ def _check_record(path: Path, line: int, record: dict, seen: dict[str, int]) -> 
         except ValueError:
             raise ProblemsFileError(f"{where}: answer {text!r} for id {pid!r} is not an integer") from None
     return ProblemRow(pid, problem, answer, line)
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+
+def first_cell(value: Any) -> Any:
+    """The one value a gateway argument carries: Kaggle hands one-row polars Series, AIMO 1 pandas frames,
+    and a caller may pass the bare value. Containers of no rows give None."""
+    if isinstance(value, (pl.DataFrame, pd.DataFrame)):
+        value = value[value.columns[0]] if len(value.columns) else []
+    if isinstance(value, pl.Series):
+        return value.item(0) if len(value) else None
+    if isinstance(value, pd.Series):
+        return value.iloc[0] if len(value) else None
+    if isinstance(value, (list, tuple)):
+        return value[0] if value else None
+    return value
+
+
+def cell_text(value: Any) -> str:
+    """A gateway argument as text, whatever its type. Kaggle's gateway reads the CSV with type inference,
+    so an empty problem arrives as None (pandas: NaN) and a problem of digits as an int: "" and "12"."""
+    value = first_cell(value)
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):  # None, NaN, pd.NA
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 12.0: a column of digits with a gap in it, read as floats
+    return str(value)
 
 
 # ---------------------------------------------------------------------------------------------- replies
@@ -320,9 +411,10 @@ class LocalGateway:
         limit = None if first else self.per_answer_limit_s
         args = (pl.Series("id", [row.id]), pl.Series("problem", [row.problem]))
         started = self.clock()
-        done, reply, error = _call_in_thread(self.predict, args, limit)
-        if not done:
+        outcome = call_with_timeout(self.predict, args, limit, name="inference-server")
+        if not outcome.finished:
             raise self._too_slow(row, limit)
+        reply, error = outcome.value, outcome.error
         if error is not None:
             raise GatewayError(f"predict raised {type(error).__name__} for id {row.id!r}: {error}") from error
         seconds = self.clock() - started
@@ -336,29 +428,6 @@ class LocalGateway:
         return GatewayError(
             f"predict for id {row.id!r} took longer than the {limit:g} s allowed for each answer after the first"
         )
-
-
-def _call_in_thread(
-    fn: Callable[..., Any], args: tuple, timeout: float | None
-) -> tuple[bool, Any, BaseException | None]:
-    """Run `fn(*args)` in a daemon thread (a hung call must not block the interpreter's exit).
-
-    Returns (finished in time, result, exception raised).
-    """
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = fn(*args)
-        except BaseException as e:  # handed back to the caller's thread
-            box["error"] = e
-
-    thread = threading.Thread(target=target, name="inference-server", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        return False, None, None
-    return True, box.get("result"), box.get("error")
 
 
 # ---------------------------------------------------------------------------------------------- AIMO 1

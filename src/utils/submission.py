@@ -16,7 +16,9 @@ import argparse
 import logging
 import operator
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,18 +30,29 @@ import polars as pl
 
 from utils.budget import TimeBudget
 from utils.gateway import (
+    GatewayError,
     GatewayResult,
     ProblemsFileError,
+    cell_text,
     competition_spec,
+    first_cell,
     is_competition_rerun,
     read_problems,
     serve_or_run_local,
 )
+from utils.watchdog import call_with_timeout
 
 log = logging.getLogger(__name__)
 
 Solver = Callable[[str, float], Any]  # solver(problem, deadline on time.monotonic()) -> int (or None)
 FALLBACK_ANSWER = 0
+# How long past its deadline a solver may run before its answer is given up for the fallback. A solver that
+# honours its deadline stops within a decoding step or two; one stuck where no check runs is abandoned.
+SOLVER_GRACE_S = 5.0
+
+
+class SolverLoadError(RuntimeError):
+    """The solver (the model) could not be loaded, and the run was asked to stop rather than answer 0s."""
 
 
 @dataclass(frozen=True)
@@ -94,9 +107,12 @@ class _Answerer:
         budget: TimeBudget,
         solver: Solver | None,
         factory: Callable[[], Solver] | None,
+        stop_on_load_error: bool = False,
+        grace_s: float = SOLVER_GRACE_S,
     ):
         self.competition, self.budget = competition, budget
         self.solver, self.factory = solver, factory
+        self.stop_on_load_error, self.grace_s = stop_on_load_error, grace_s
         self.records: list[SolveRecord] = []
         self.errors: list[str] = []
         self.load_seconds: float | None = None
@@ -120,12 +136,22 @@ class _Answerer:
     def _solve(self, solver: Solver | None, problem: str, deadline: float) -> tuple[Any, str | None]:
         if solver is None:
             return None, "no solver (loading it failed)"
+        if not problem.strip():
+            return None, "empty problem"
         if self.budget.clock() >= deadline:
             return None, "no time left in the budget"
-        try:
-            return solver(problem, deadline), None
-        except Exception as e:  # the run must go on: any failure becomes the fallback answer
-            return None, f"solver raised {type(e).__name__}: {e}"
+        # A watchdog, not trust: a solver stuck where it never checks its deadline is abandoned at
+        # deadline + grace (see utils.watchdog), so one stall cannot eat the other problems' time.
+        timeout = deadline + self.grace_s - self.budget.clock()
+        outcome = call_with_timeout(solver, (problem, deadline), timeout, name="solver")
+        if not outcome.finished:
+            return None, f"solver still running {self.grace_s:g} s past its deadline (abandoned)"
+        if outcome.error is None:
+            return outcome.value, None
+        if not isinstance(outcome.error, Exception):
+            raise outcome.error  # KeyboardInterrupt, SystemExit: not the solver's failure to absorb
+        e = outcome.error  # the run must go on: any failure becomes the fallback answer
+        return None, f"solver raised {type(e).__name__}: {e}"
 
     def _get_solver(self) -> Solver | None:
         if self.solver is None and self.factory is not None:
@@ -137,6 +163,8 @@ class _Answerer:
             try:
                 self.solver = factory()
             except Exception as e:
+                if self.stop_on_load_error:
+                    raise SolverLoadError(f"{type(e).__name__}: {e}") from e
                 self.errors.append(f"solver_factory raised {type(e).__name__}: {e}")
                 log.error("loading the solver failed; every answer will be the fallback: %s", e)
             self.load_seconds = time.monotonic() - start
@@ -165,11 +193,16 @@ def make_predict(answerer: Callable[[str, str], int]) -> Callable[..., pl.DataFr
 
     Named `predict` because Kaggle registers the endpoint by the function's name; extra arguments (the
     `answer` column Kaggle's own local gateway passes on a reference CSV) are accepted and ignored.
+    The arguments may be one-row polars or pandas Series or bare values, of any type: Kaggle's gateway
+    infers column types, so an empty problem comes as None and a problem of digits as an int. The answerer
+    always gets text; the reply echoes the id as it came.
     """
 
-    def predict(id_: pl.Series, problem: pl.Series, *_ignored: Any) -> pl.DataFrame:
-        pid = id_.item(0)
-        return pl.DataFrame({"id": [pid], "answer": [answerer(pid, problem.item(0))]})
+    def predict(id_: Any, problem: Any, *_ignored: Any) -> pl.DataFrame:
+        pid = first_cell(id_)
+        if hasattr(pid, "item") and not isinstance(pid, (str, bytes)):
+            pid = pid.item()  # a numpy scalar from pandas: polars wants a plain value
+        return pl.DataFrame({"id": [pid], "answer": [answerer(cell_text(pid), cell_text(problem))]})
 
     return predict
 
@@ -184,6 +217,8 @@ def run_submission(
     solver_factory: Callable[[], Solver] | None = None,
     reserve_fraction: float = 0.1,
     n_problems: int | None = None,
+    stop_on_load_error: bool = False,
+    solver_grace_s: float = SOLVER_GRACE_S,
     **gateway_kwargs: Any,
 ) -> SubmissionResult:
     """Answer every problem of `problems_csv` through `competition`'s gateway; never raises because of the solver.
@@ -193,6 +228,10 @@ def run_submission(
     at 90% of Kaggle's per-answer limit. `n_problems` defaults to the CSV's rows locally and to the hidden
     set's size on a rerun. Extra keyword arguments go to the gateway (`seed`, `per_answer_limit_s`, ...).
     Contract violations by the gateway (bad file, time limits) still raise `GatewayError`.
+
+    A solver still running `solver_grace_s` past a problem's deadline is abandoned for the fallback answer.
+    A factory that fails gives every problem the fallback (a Kaggle rerun must still submit), unless
+    `stop_on_load_error`: then `SolverLoadError` is raised and no submission is written.
     """
     if (solver is None) == (solver_factory is None):
         raise ValueError("give exactly one of solver and solver_factory")
@@ -209,10 +248,15 @@ def run_submission(
         reserve_fraction,
         max_problem_seconds=0.9 * per_answer if per_answer else None,
     )
-    answerer = _Answerer(competition, budget, solver, solver_factory)
-    gateway = serve_or_run_local(
-        make_predict(answerer.answer), competition, problems_csv, out_dir, **gateway_kwargs
-    )
+    answerer = _Answerer(competition, budget, solver, solver_factory, stop_on_load_error, solver_grace_s)
+    try:
+        gateway = serve_or_run_local(
+            make_predict(answerer.answer), competition, problems_csv, out_dir, **gateway_kwargs
+        )
+    except GatewayError as e:
+        if isinstance(e.__cause__, SolverLoadError):  # the gateway wraps what predict raised
+            raise e.__cause__ from e.__cause__.__cause__  # keeps its own cause: why the load failed
+        raise
     return SubmissionResult(competition, answerer.records, gateway, answerer.load_seconds, answerer.errors)
 
 
@@ -236,20 +280,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class UsageError(ValueError):
+    """An argument the CLI cannot run with; found before any model loads."""
+
+
+SUBMISSION_FILES = ("submission.csv", "submission.parquet")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (2 for a bad problems file or bad arguments)."""
+    """Run the CLI; returns the exit code: 0 done, 1 the run failed (the model did not load, the gateway
+    refused a reply), 2 bad arguments or a bad problems file. Every failure prints one line on stderr and
+    leaves no submission in --out (a previous run's is moved aside to `<name>.previous`); a successful run
+    writes its files under a temporary name and renames them into place at the end."""
     args = _parser().parse_args(argv)
+    _retire_previous_submission(args.out)
     try:
-        rows = read_problems(args.problems)
-    except ProblemsFileError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.time_budget is not None and args.time_budget <= 0:
-        print(f"error: --time-budget must be positive, got {args.time_budget}", file=sys.stderr)
-        return 2
-    if args.samples < 1:
-        print(f"error: --samples must be at least 1, got {args.samples}", file=sys.stderr)
-        return 2
+        rows = _check_arguments(args)
+    except (ProblemsFileError, UsageError) as e:
+        return _fail(e, 2)
 
     def load_solver() -> Solver:
         from utils.modeling import quiet_libraries
@@ -264,16 +312,82 @@ def main(argv: Sequence[str] | None = None) -> int:
             competition=args.competition,
         )
 
-    result = run_submission(
-        problems_csv=args.problems,
-        competition=args.competition,
-        out_dir=args.out,
-        time_budget_s=args.time_budget,
-        solver_factory=load_solver,
-        seed=args.seed,
-    )
+    staging = Path(tempfile.mkdtemp(prefix=".submission-run-", dir=args.out))
+    try:
+        result = run_submission(
+            problems_csv=args.problems,
+            competition=args.competition,
+            out_dir=staging,
+            time_budget_s=args.time_budget,
+            solver_factory=load_solver,
+            stop_on_load_error=True,
+            seed=args.seed,
+        )
+        _publish(result, staging, args.out)
+    except SolverLoadError as e:
+        return _fail(f"cannot load the model {args.model!r}: {e}", 1)
+    except GatewayError as e:
+        return _fail(e, 1)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     _print_summary(result, len(rows))
     return 1 if result.errors else 0
+
+
+def _check_arguments(args: argparse.Namespace) -> list:
+    """Everything checkable before the model loads: numbers, the problems file, the output folder."""
+    if args.time_budget is not None and not 0 < args.time_budget < float("inf"):
+        raise UsageError(f"--time-budget must be a positive number of seconds, got {args.time_budget}")
+    if args.samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {args.samples}")
+    model = Path(args.model).expanduser()
+    if (model.is_absolute() or args.model.startswith((".", "~"))) and not model.exists():
+        raise UsageError(f"--model {args.model}: no such folder")
+    rows = read_problems(args.problems)
+    _prepare_out_dir(args.out)
+    return rows
+
+
+def _prepare_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot create the folder ({e.strerror or e})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: the folder is not writable")
+    for name in SUBMISSION_FILES:
+        if (out / name).is_dir():
+            raise UsageError(f"--out {out}: {name} there is a folder; the submission cannot be written")
+
+
+def _retire_previous_submission(out: Path) -> None:
+    """Move a previous run's submission aside, so that only this run's success can leave one in --out."""
+    for name in SUBMISSION_FILES:
+        old = out / name
+        if old.is_file():
+            os.replace(old, out / f"{name}.previous")
+            print(f"moved the previous {old} to {name}.previous")
+
+
+def _publish(result: SubmissionResult, staging: Path, out: Path) -> None:
+    """Rename the finished run's files from the staging folder into --out (the parquet, Kaggle's, last)."""
+    if result.gateway is None:
+        return
+    for name in ("submission.csv", "submission.parquet"):
+        if (staging / name).is_file():
+            os.replace(staging / name, out / name)
+    result.gateway.csv_path = out / "submission.csv"
+    if result.gateway.parquet_path is not None:
+        result.gateway.parquet_path = out / "submission.parquet"
+
+
+def _fail(error: object, code: int) -> int:
+    """One line on stderr, whatever the message holds (library errors can span lines)."""
+    text = " ".join(str(error).split())
+    print(f"error: {text[:1000]}", file=sys.stderr)
+    return code
 
 
 def _print_summary(result: SubmissionResult, n_rows: int) -> None:
