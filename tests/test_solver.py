@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -148,6 +149,59 @@ def test_a_deadline_cuts_a_long_generation_and_the_answer_is_still_an_int(tok):
     start = time.monotonic()
     answer = solver("p", deadline=start + 0.5)
     assert isinstance(answer, int) and time.monotonic() - start < 1.5
+
+
+class StallingLM(ScriptedLM):
+    """A model whose generate hangs (until `release` is set) on the calls numbered in `stall_on`: a stall
+    inside generate, where no stopping criterion ever runs."""
+
+    def __init__(self, tokenizer, policy, stall_on=(0,)):
+        super().__init__(tokenizer, policy)
+        self.stall_on, self.generate_calls = set(stall_on), 0
+        self.release = threading.Event()
+
+    def generate(self, *args, **kwargs):
+        call, self.generate_calls = self.generate_calls, self.generate_calls + 1
+        if call in self.stall_on:
+            self.release.wait(60)
+        return super().generate(*args, **kwargs)
+
+
+def test_a_first_call_that_stalls_answers_at_the_deadline_plus_grace_and_blocks_no_later_problem(tok):
+    model = StallingLM(tok, boxed("42"), stall_on=(0,))
+
+    def loader():
+        time.sleep(0.3)  # the model loads inside the first call
+        return model, tok
+
+    solver = Solver(loader=loader, config=SolverConfig(mode="reasoning", samples=1, fallback=0, grace_s=0.5))
+    try:
+        start = time.monotonic()
+        first = solver.solve("p", deadline=start + 1.0)  # the stall would last 60 s
+        assert time.monotonic() - start < 1.0 + 0.5 + 0.5
+        assert first.answer == 0 and first.samples == 0 and first.timed_out and "stalled" in first.error
+        start = time.monotonic()
+        assert solver("q", deadline=start + 5.0) == 42  # the stuck worker still hangs: this one is not held
+        assert time.monotonic() - start < 5.0
+    finally:
+        model.release.set()
+
+
+def test_a_stall_after_some_waves_answers_from_their_votes(tok):
+    model = StallingLM(tok, boxed("7"), stall_on=(1,))
+    solver = Solver(model, tok, SolverConfig(mode="reasoning", samples=6, wave_size=2, grace_s=0.2))
+    try:
+        start = time.monotonic()
+        solution = solver.solve("p", deadline=start + 0.8)
+        assert time.monotonic() - start < 0.8 + 0.2 + 0.5
+        assert solution.answer == 7 and solution.votes == {7: 2} and solution.samples == 2
+        assert solution.timed_out and "2 sample(s)" in solution.error
+        batch = solver.solve_batch(["a", "b"], deadline=time.monotonic() + 5)  # calls 2+ do not stall
+        assert [s.answer for s in batch] == [7, 7] and not any(s.error for s in batch)
+    finally:
+        model.release.set()
+    with pytest.raises(ValueError, match="grace_s"):
+        SolverConfig(grace_s=-1)
 
 
 # ---------------------------------------------------------------------------------------------- seeding

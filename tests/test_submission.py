@@ -10,11 +10,13 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
 
 from utils.gateway import read_problems
-from utils.submission import main, run_submission
+from utils.submission import main, make_predict, run_submission
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -229,3 +231,89 @@ def test_cli_drives_build_solver(reference, tmp_path, monkeypatch, capsys):
     assert code == 0 and calls == [("none", "tools", 4, 9)]
     assert set(read_submission(tmp_path)["answer"]) == {3}
     assert "10 answers" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- stalls and odd inputs
+
+
+def test_a_solver_that_hangs_is_abandoned_at_the_deadline_plus_grace(tmp_path):
+    problems = tmp_path / "problems.csv"
+    problems.write_text("id,problem,answer\nhang,Hang forever,1\nok,Answer 4,4\n")
+    release, calls = threading.Event(), []
+
+    def solver(problem, deadline):
+        calls.append(problem)
+        if problem == "Hang forever":
+            release.wait(60)  # ignores its deadline, holds no lock anyone else needs
+        return 4
+
+    try:
+        started = time.monotonic()
+        result = run_submission(
+            solver, problems, "aimo2", tmp_path, time_budget_s=2.0, solver_grace_s=0.3, seed=0
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    by_id = {r.id: r for r in result.records}
+    assert "abandoned" in by_id["hang"].error and by_id["hang"].answer == 0
+    assert by_id["ok"].answer == 4 and by_id["ok"].error is None and len(calls) == 2
+    assert elapsed < 2.0 + 0.3 + 0.5  # the budget, one grace, the bookkeeping
+
+
+def _serving_package(root: Path, calls: list) -> None:
+    """A fake `kaggle_evaluation` AIMO 3 server that calls predict the way Kaggle's does: one-row polars
+    Series whose types polars inferred (an empty problem is None, a problem of digits an int)."""
+    pkg = root / "kaggle_evaluation"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").touch()
+    (pkg / "aimo_3_inference_server.py").write_text(
+        "import polars as pl\n"
+        "REPLIES = []\n"
+        "class AIMO3InferenceServer:\n"
+        "    def __init__(self, predict):\n        self.predict = predict\n"
+        "    def serve(self):\n"
+        f"        for id_, problem in {calls!r}:\n"
+        "            REPLIES.append(self.predict(pl.Series('id', [id_]), pl.Series('problem', [problem])))\n"
+    )
+
+
+def test_predict_takes_whatever_kaggles_gateway_hands_it(tmp_path, monkeypatch):
+    _serving_package(tmp_path, [("a", None), ("b", 12), ("c", "What is 2+2?"), (7, 3.0)])
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
+    seen = []
+
+    def solver(problem, deadline):
+        seen.append(problem)
+        return 4
+
+    try:
+        result = run_submission(solver, None, "aimo3", tmp_path, time_budget_s=60, search_dirs=[tmp_path])
+        replies = sys.modules["kaggle_evaluation.aimo_3_inference_server"].REPLIES
+    finally:
+        for name in [n for n in sys.modules if n.startswith("kaggle_evaluation")]:
+            del sys.modules[name]
+    assert seen == ["12", "What is 2+2?", "3"]  # text; the empty problem never reaches the solver
+    assert [(r["id"].item(0), r["answer"].item(0)) for r in replies] == [("a", 0), ("b", 4), ("c", 4), (7, 4)]
+    assert [r.error for r in result.records] == ["empty problem", None, None, None]
+
+
+@pytest.mark.parametrize(
+    ("id_", "problem", "text"),
+    [
+        (pl.Series("id", ["x"]), pl.Series("problem", [None]), ""),
+        (pl.Series("id", ["x"]), pl.Series("problem", [12]), "12"),
+        (pd.Series(["x"]), pd.Series([float("nan")]), ""),
+        (pd.Series(["x"]), pd.Series([np.int64(5)]), "5"),
+        (pd.DataFrame({"id": ["x"]}), pd.DataFrame({"problem": ["Find x."]}), "Find x."),
+        ("x", None, ""),
+        ("x", 2.5, "2.5"),
+        ("x", b"caf\xc3\xa9", "café"),
+        (pl.Series("id", ["x"]), pl.Series("problem", [], dtype=pl.String), ""),
+    ],
+)
+def test_make_predict_turns_any_value_into_text(id_, problem, text):
+    got = []
+    reply = make_predict(lambda pid, p: got.append((pid, p)) or 1)(id_, problem)
+    assert got == [("x", text)] and reply.to_dicts() == [{"id": "x", "answer": 1}]

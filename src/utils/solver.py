@@ -5,6 +5,12 @@ once the vote cannot change (or enough samples agree), and always answer (a fall
 parses). Sampling is seeded per problem, so a run is reproducible whatever order problems come in.
 A wave is not started when the last one shows it could not finish before the deadline: the time it
 would waste flows to the problems still to come (see `utils.budget.TimeBudget`).
+
+A deadline holds even when generation stalls where no stopping criterion runs: with a deadline, the
+sampling runs in a worker thread, and `config.grace_s` after the deadline the solver answers from the
+samples it has (the fallback when none) and abandons the worker (see `utils.watchdog`). A later problem
+starts its own worker, so it is never blocked by a stuck one; while that one still runs, the two share
+the device (and the global torch seed), so the later problem's samples may differ from a clean run's.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +37,7 @@ from utils.answers import (
 )
 from utils.generation import GenerationConfig, Sample, past, sample_reasoning, sample_with_tools
 from utils.prompts import MODES, build_prompt
+from utils.watchdog import call_until
 
 log = logging.getLogger(__name__)
 ANSWER_SOURCES = ("boxed", "program")
@@ -55,6 +63,9 @@ class SolverConfig:
     # Where a sample's answer is read: "boxed", its final answer; "program", the integer its last program
     # printed, when it ran and printed one (a small model may compute right and copy the result wrong)
     answer_from: str = "boxed"
+    # Seconds past the deadline before a stalled generation is abandoned: time for the last decoding step
+    # and the vote of a generation that honours its deadline (utils.submission waits longer, 5 s).
+    grace_s: float = 2.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -73,6 +84,8 @@ class SolverConfig:
             )
         if self.min_votes is not None and self.min_votes < 1:
             raise ValueError(f"SolverConfig.min_votes: expected None or an int >= 1, got {self.min_votes!r}")
+        if not 0 <= self.grace_s < float("inf"):
+            raise ValueError(f"SolverConfig.grace_s: expected seconds >= 0, got {self.grace_s!r}")
 
     def generation(self) -> GenerationConfig:
         return GenerationConfig(
@@ -110,37 +123,50 @@ class _Ballot:
         self.timed_out = False
         self.stopped_early = False
         self.error: str | None = None
+        self.lock = threading.Lock()  # an abandoned worker may still add while the caller reads
 
     @property
     def left(self) -> int:
         return self.config.samples - len(self.answers)
 
     def add(self, wave: Sequence[Sample]) -> None:
-        for sample in wave:
-            self.outputs.append(sample.text)
-            self.answers.append(sample_answer(sample, self.config.competition, self.config.answer_from))
-            self.timed_out |= sample.timed_out
-        vote = majority_vote(self.answers, fallback=self.config.fallback)
-        if self.left > 0 and vote_is_decided(vote, self.left, self.config.min_votes):
-            self.stopped_early = True
+        answers = [sample_answer(s, self.config.competition, self.config.answer_from) for s in wave]
+        with self.lock:
+            for sample, answer in zip(wave, answers, strict=True):
+                self.outputs.append(sample.text)
+                self.answers.append(answer)
+                self.timed_out |= sample.timed_out
+            vote = majority_vote(self.answers, fallback=self.config.fallback)
+            if self.left > 0 and vote_is_decided(vote, self.left, self.config.min_votes):
+                self.stopped_early = True
 
     @property
     def open(self) -> bool:
         return self.left > 0 and not (self.stopped_early or self.timed_out or self.error)
 
     def solution(self, seconds: float) -> Solution:
-        vote = majority_vote(self.answers, fallback=self.config.fallback)
-        return Solution(
-            answer=vote.answer,
-            votes=dict(vote.counts),
-            samples=len(self.answers),
-            seconds=seconds,
-            outputs=self.outputs,
-            answers=self.answers,
-            stopped_early=self.stopped_early,
-            timed_out=self.timed_out,
-            error=self.error,
-        )
+        with self.lock:  # copies: an abandoned worker must not change a solution already returned
+            vote = majority_vote(self.answers, fallback=self.config.fallback)
+            return Solution(
+                answer=vote.answer,
+                votes=dict(vote.counts),
+                samples=len(self.answers),
+                seconds=seconds,
+                outputs=list(self.outputs),
+                answers=list(self.answers),
+                stopped_early=self.stopped_early,
+                timed_out=self.timed_out,
+                error=self.error,
+            )
+
+    def abandon(self, grace_s: float) -> None:
+        """The worker stalled past the deadline and grace: the vote is closed on what came in."""
+        with self.lock:
+            self.timed_out = True
+            self.error = (
+                f"generation stalled: still running {grace_s:g} s past the deadline; "
+                f"answered from the {len(self.answers)} sample(s) drawn before it"
+            )
 
 
 def read_answer(text: str, competition: str) -> int | None:
@@ -220,12 +246,17 @@ class Solver:
         return self.solve(problem, deadline).answer
 
     def solve(self, problem: str, deadline: float | None = None) -> Solution:
-        """Vote over up to `config.samples` samples drawn in waves, stopping early or at `deadline`."""
-        cfg, start = self.config, time.monotonic()
-        model, tokenizer = self.model, self.tokenizer
+        """Vote over up to `config.samples` samples drawn in waves, stopping early or at `deadline`; a
+        generation stalled past `deadline + config.grace_s` is abandoned (see the module's docstring)."""
+        self.loaded()  # a model load is not the problem's time, and never runs on a worker left behind
+        ballot = _Ballot(self.config)
+        return self._watched(self._vote, (problem, ballot, deadline), [ballot], deadline)[0]
+
+    def _vote(self, problem: str, ballot: _Ballot, deadline: float | None) -> None:
+        cfg, model, tokenizer = self.config, self.model, self.tokenizer
         seed_for_problem(problem, cfg.seed)
         prompt = build_prompt(tokenizer, problem, cfg.mode)
-        ballot, wave_seconds = _Ballot(cfg), 0.0
+        wave_seconds = 0.0
         while ballot.open:
             if past(deadline) or (
                 ballot.answers and time.monotonic() + wave_seconds > _deadline_or_inf(deadline)
@@ -243,7 +274,6 @@ class Solver:
                 break
             wave_seconds = max(wave_seconds, time.monotonic() - began)
             ballot.add(wave)
-        return ballot.solution(time.monotonic() - start)
 
     def solve_batch(self, problems: Sequence[str], deadline: float | None = None) -> list[Solution]:
         """Solve many problems together: each wave samples every undecided problem in one batched call.
@@ -253,11 +283,17 @@ class Solver:
         """
         if not problems:
             return []
-        cfg, start = self.config, time.monotonic()
-        model, tokenizer = self.model, self.tokenizer
+        self.loaded()
+        ballots = [_Ballot(self.config) for _ in problems]
+        solutions = self._watched(self._vote_batch, (list(problems), ballots, deadline), ballots, deadline)
+        for s in solutions:
+            s.seconds /= len(problems)
+        return solutions
+
+    def _vote_batch(self, problems: list[str], ballots: list[_Ballot], deadline: float | None) -> None:
+        cfg, model, tokenizer = self.config, self.model, self.tokenizer
         seed_for_problem("\n".join(problems), cfg.seed)
         prompts = [build_prompt(tokenizer, p, cfg.mode) for p in problems]
-        ballots = [_Ballot(cfg) for _ in problems]
         while (todo := [i for i, b in enumerate(ballots) if b.open]) and not past(deadline):
             n = min(cfg.wave_size, max(ballots[i].left for i in todo))
             waves = self._sample(model, tokenizer, [prompts[i] for i in todo], n, deadline)
@@ -265,7 +301,21 @@ class Solver:
                 ballots[i].add(wave[: ballots[i].left])
         for b in ballots:
             b.timed_out |= b.open and past(deadline)
-        seconds = (time.monotonic() - start) / max(len(problems), 1)
+
+    def _watched(self, work: Callable, args: tuple, ballots: list[_Ballot], deadline: float | None):
+        """Run `work(*args)` (it fills `ballots`); with a deadline, in a worker abandoned at deadline + grace."""
+        start = time.monotonic()
+        if deadline is None:  # nothing to hold it to: run here
+            work(*args)
+        else:
+            outcome = call_until(work, args, deadline, self.config.grace_s, name="solver-generation")
+            if not outcome.finished:
+                log.warning("generation stalled past its deadline; answering from the samples drawn")
+                for b in ballots:
+                    b.abandon(self.config.grace_s)
+            elif outcome.error is not None:
+                raise outcome.error
+        seconds = time.monotonic() - start
         return [b.solution(seconds) for b in ballots]
 
     def _sample(
