@@ -327,10 +327,91 @@ def test_missing_files(tmp_path, data_dir):
         load_gsm8k(tmp_path / "none.jsonl")
     with pytest.raises(FileNotFoundError, match="none"):
         load_all(tmp_path / "none")
-    _write(tmp_path / "gsm8k/test.jsonl", _gsm8k_lines(data_dir, 5))
-    assert {k: len(v) for k, v in load_all(tmp_path).items()} == {"gsm8k_test": 5}  # absent sets skipped
+    _write(tmp_path / "gsm8k/test.jsonl", _gsm8k_lines(data_dir, 1319))
+    assert {k: len(v) for k, v in load_all(tmp_path).items()} == {"gsm8k_test": 1319}  # absent sets skipped
     with pytest.raises(KeyError, match="gsm8k_train"):
         load("gsm8k", tmp_path)
+
+
+# ---------------------------------------------------------------- broken copies of every registered file
+
+
+def _copy(data_dir: Path, tmp_path: Path, name: str, edit) -> Path:
+    """A copy of data set `name`'s real file under `tmp_path`, its bytes changed by `edit`."""
+    path = tmp_path / DATASETS[name].path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(edit((data_dir / DATASETS[name].path).read_bytes()))
+    return path
+
+
+def _latin1_at_middle(data: bytes) -> bytes:
+    middle = data.index(b" ", len(data) // 2)
+    return data[:middle] + b" caf\xe9 " + data[middle + 1 :]  # "café" as Latin-1 writes it
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_a_byte_that_is_not_utf8_names_file_and_line(data_dir, tmp_path, monkeypatch, name):
+    monkeypatch.setattr(utils.answers, "parse_integer_answer", fast_parse)
+    path = _copy(data_dir, tmp_path, name, _latin1_at_middle)
+    data = path.read_bytes()
+    line = data.count(b"\n", 0, data.index(b"\xe9")) + 1
+    with pytest.raises(DataError, match="not UTF-8") as err:
+        load(name, tmp_path)
+    assert err.value.path == path and err.value.line == line and f"line {line}" in str(err.value)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_a_truncated_copy_is_an_error_not_a_smaller_set(data_dir, tmp_path, monkeypatch, name):
+    monkeypatch.setattr(utils.answers, "parse_integer_answer", fast_parse)
+    path = _copy(data_dir, tmp_path, name, lambda d: d[: d.rindex(b"\n", 0, len(d) * 2 // 3) + 1])
+    with pytest.raises(DataError) as err:
+        load(name, tmp_path)
+    assert err.value.path == path
+    if path.suffix == ".jsonl":  # a CSV may be cut inside a quoted problem: an unterminated quote then
+        assert f"but MANIFEST.md lists {DATASETS[name].expected_records}" in str(err.value)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", list(DATASETS))
+@pytest.mark.parametrize("content", [b"", b"\n\n", b"\x00\x01binary\x00"], ids=["empty", "blank", "binary"])
+def test_an_empty_or_binary_file_is_an_error(data_dir, tmp_path, name, content):
+    path = _copy(data_dir, tmp_path, name, lambda d: content)
+    with pytest.raises(DataError) as err:
+        DATASETS[name].loader(path)
+    assert err.value.path == path and str(path) in str(err.value)
+    if content.startswith(b"\x00"):
+        assert "binary" in str(err.value) and err.value.line == 1
+
+
+def test_csv_header_only_and_bad_quoting(tmp_path):
+    header_only = _write(tmp_path / "a.csv", ["id,problem,answer\n"])
+    with pytest.raises(DataError, match="no records"):
+        load_aimo1_train(header_only)
+    # an unterminated quote would swallow every later row into one problem: an error at its record
+    lines = ["id,problem,answer\n", "a1,P,3\n", 'a2,"Open quote,4\n', "a3,Q,5\n", "a4,R,6\n"]
+    unterminated = _write(tmp_path / "b.csv", lines)
+    with pytest.raises(DataError, match="unterminated quote") as err:
+        load_aimo1_train(unterminated)
+    _assert_names(err, unterminated, 3, "<record>")
+    stray = _write(tmp_path / "c.csv", ["id,problem,answer\n", 'a1,"P" and more,3\n'])
+    with pytest.raises(DataError, match="bad quoting") as err:
+        load_aimo1_train(stray)
+    _assert_names(err, stray, 2, "<record>")
+    folder = tmp_path / "d.csv"
+    folder.mkdir()
+    with pytest.raises(DataError, match="is a folder"):
+        load_aimo1_train(folder)
+
+
+def test_load_problems_rejects_bad_bytes_with_the_line(tmp_path):
+    good = json.dumps({"id": "a-0", "source": "a", "problem": "Q"}) + "\n"
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(good.encode() + b'{"id": "a-1", "source": "a", "problem": "caf\xe9"}\n')
+    with pytest.raises(DataError, match="not UTF-8") as err:
+        load_problems(path)
+    assert err.value.line == 2 and "column 45" in str(err.value)  # the byte after `"caf`
 
 
 # ---------------------------------------------------------------- our own prepared files
@@ -366,3 +447,17 @@ def test_load_problems_validates(tmp_path, row, field):
     with pytest.raises(DataError) as err:
         load_problems(path)
     _assert_names(err, path, 2, field)
+
+
+def test_the_projects_own_json_files_name_file_and_line(tmp_path):
+    from utils.io import read_jsonl, read_metrics, write_metrics
+
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"b": "\xff"}\n')
+    with pytest.raises(ValueError, match=re.escape(f"{path}:2: not UTF-8")):
+        read_jsonl(path)
+    metrics = write_metrics(tmp_path, "01_data_prep", {"n": 3})
+    assert read_metrics(tmp_path, "01_data_prep") == {"n": 3}
+    metrics.write_text('{"n": 3')  # a truncated copy
+    with pytest.raises(ValueError, match=re.escape(f"{metrics}:1: not valid JSON")):
+        read_metrics(tmp_path, "01_data_prep")

@@ -9,6 +9,7 @@ iterate over the sets; `load_all` loads every set present in a folder.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -43,11 +44,13 @@ class Problem:
 
 
 class DataError(ValueError):
-    """A data file that does not hold what its loader expects; the message names file, line and field."""
+    """A data file that does not hold what its loader expects; the message names the file, and the line and
+    field where the trouble is one record's (None for the whole file: empty, too few records)."""
 
-    def __init__(self, path: str | os.PathLike, line: int, field: str, message: str):
+    def __init__(self, path: str | os.PathLike, line: int | None, field: str | None, message: str):
         self.path, self.line, self.field = Path(path), line, field
-        super().__init__(f"{path}, line {line}, field {field!r}: {message}")
+        where = "".join([f", line {line}" if line else "", f", field {field!r}" if field else ""])
+        super().__init__(f"{path}{where}: {message}")
 
 
 PathLike = str | os.PathLike
@@ -57,36 +60,50 @@ Row = dict  # one raw record
 # ---------------------------------------------------------------- reading and validating raw records
 
 
-def _check_exists(path: PathLike) -> Path:
+def _read_text(path: PathLike) -> str:
+    """The file's UTF-8 text; a missing file is FileNotFoundError, any other unreadable one a DataError."""
+    from utils.io import TextFileError, read_text
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"data file not found: {path}")
-    return path
+    try:
+        return read_text(path, "data file")
+    except TextFileError as e:
+        raise DataError(path, e.line, None, e.reason) from None
 
 
 def _iter_jsonl(path: PathLike) -> Iterator[tuple[int, Row]]:
-    """(1-based line, object) for every non-blank line; a line that is not a JSON object is a DataError."""
-    path = _check_exists(path)
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(
-                    path, lineno, "<record>", f"not valid JSON ({e.msg}; truncated line?)"
-                ) from None
-            if not isinstance(row, dict):
-                raise DataError(path, lineno, "<record>", f"expected a JSON object, got {type(row).__name__}")
-            yield lineno, row
+    """(1-based line, object) for every non-blank line; a line that is not a JSON object is a DataError,
+    and so is a file with no records at all."""
+    path = Path(path)
+    n = 0
+    for lineno, line in enumerate(_read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(path, lineno, "<record>", f"not valid JSON ({e.msg}; truncated line?)") from None
+        if not isinstance(row, dict):
+            raise DataError(path, lineno, "<record>", f"expected a JSON object, got {type(row).__name__}")
+        n += 1
+        yield lineno, row
+    if n == 0:
+        raise DataError(path, None, None, "no records (an empty file?)")
 
 
 def _iter_csv(path: PathLike, columns: tuple[str, ...]) -> Iterator[tuple[int, Row]]:
-    """(1-based line where the record starts, row) for every CSV record; the header must hold `columns`."""
-    path = _check_exists(path)
-    with path.open(encoding="utf-8-sig", newline="") as f:  # utf-8-sig: Excel-saved copies start with a BOM
-        reader = csv.DictReader(f)
+    """(1-based line where the record starts, row) for every CSV record; the header must hold `columns`.
+
+    The reader is strict: an unterminated quote, which a lenient reader would let swallow every row
+    after it into one field, is a DataError at the line where its record starts."""
+    from utils.io import csv_error_reason
+
+    path = Path(path)
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""), strict=True)
+    start, n = 1, 0
+    try:
         header = reader.fieldnames or []
         for column in columns:
             if column not in header:
@@ -95,18 +112,24 @@ def _iter_csv(path: PathLike, columns: tuple[str, ...]) -> Iterator[tuple[int, R
                 )
         start = reader.line_num + 1
         for row in reader:
-            if None in row:  # DictReader puts surplus values under the key None
-                raise DataError(
-                    path,
-                    start,
-                    "<record>",
-                    f"{len(header) + len(row[None])} values, header has {len(header)}",
-                )
-            for column in columns:
-                if row[column] is None:
-                    raise DataError(path, start, column, "missing value (short row)")
+            _check_csv_row(path, start, row, header, columns)
+            n += 1
             yield start, row
             start = reader.line_num + 1
+    except csv.Error as e:
+        raise DataError(path, start, "<record>", csv_error_reason(e)) from None
+    if n == 0:
+        raise DataError(path, None, None, "no records (only a header)")
+
+
+def _check_csv_row(path: Path, line: int, row: Row, header: list, columns: tuple[str, ...]) -> None:
+    if None in row:  # DictReader puts surplus values under the key None
+        raise DataError(
+            path, line, "<record>", f"{len(header) + len(row[None])} values, header has {len(header)}"
+        )
+    for column in columns:
+        if row[column] is None:
+            raise DataError(path, line, column, "missing value (short row)")
 
 
 def _get(
@@ -490,7 +513,19 @@ class DataSet:
     expected_records: int
 
     def load(self, data_dir: PathLike) -> list[Problem]:
-        return self.loader(Path(data_dir) / self.path)
+        """The set's problems; fewer than the MANIFEST lists is a DataError (a truncated or partial copy
+        would otherwise shrink every count and score downstream without a word)."""
+        path = Path(data_dir) / self.path
+        problems = self.loader(path)
+        if len(problems) < self.expected_records:
+            raise DataError(
+                path,
+                None,
+                None,
+                f"{len(problems)} records, but MANIFEST.md lists {self.expected_records} for {self.name} "
+                "(a truncated or partial copy?)",
+            )
+        return problems
 
 
 DATASETS: dict[str, DataSet] = {

@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 import polars as pl
 
-from utils.io import atomic_write_bytes
+from utils.io import TextFileError, atomic_write_bytes, csv_error_reason, read_text
 from utils.paths import find_competition_dir
 from utils.watchdog import call_with_timeout
 
@@ -114,9 +114,11 @@ def read_problems(path: str | os.PathLike) -> list[ProblemRow]:
     a duplicate id, an empty problem, a non-integer answer, or no rows at all.
     """
     path = Path(path)
-    reader = csv.DictReader(
-        io.StringIO(read_text_file(path, ProblemsFileError, "problems file"), newline=""), strict=True
-    )
+    try:
+        text = read_text(path, "problems file")
+    except TextFileError as e:
+        raise ProblemsFileError(str(e)) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     rows: list[ProblemRow] = []
     seen: dict[str, int] = {}
     line = 1  # where the record being read starts
@@ -135,37 +137,10 @@ def read_problems(path: str | os.PathLike) -> list[ProblemRow]:
             rows.append(_check_record(path, line, record, seen))
             line = reader.line_num + 1
     except csv.Error as e:
-        raise ProblemsFileError(f"{path}:{line}: {_csv_problem(e)}") from None
+        raise ProblemsFileError(f"{path}:{line}: {csv_error_reason(e)}") from None
     if not rows:
         raise ProblemsFileError(f"{path}: no problems (only a header)")
     return rows
-
-
-def read_text_file(path: Path, error: type[Exception] = ValueError, kind: str = "file") -> str:
-    """The UTF-8 text of `path` (a leading BOM dropped); any reason it cannot be read as text raises `error`
-    with the file, and the line where there is one (undecodable bytes, NUL bytes)."""
-    if path.is_dir():
-        raise error(f"{path}: is a folder, not a {kind}")
-    if not path.is_file():
-        raise error(f"{path}: {'not a regular file' if path.exists() else f'{kind} not found'}")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise error(f"{path}: cannot read ({e.strerror or e})") from None
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise error(f"{path}:1: UTF-16 or UTF-32 text (a byte-order mark); save it as UTF-8")
-    if b"\0" in data:
-        line = data.count(b"\n", 0, data.index(b"\0")) + 1
-        raise error(f"{path}:{line}: binary data (a NUL byte), not a text file")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise error(
-            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}; "
-            "a Latin-1 or Windows file? save it as UTF-8)"
-        ) from None
 
 
 def _check_header(path: Path, header: list[str]) -> None:
@@ -175,16 +150,6 @@ def _check_header(path: Path, header: list[str]) -> None:
     repeated = sorted({c for c in header if header.count(c) > 1})
     if repeated:
         raise ProblemsFileError(f"{path}:1: repeated column(s) {repeated}; header is {header}")
-
-
-def _csv_problem(e: csv.Error) -> str:
-    """What a csv error means for the user: the reader stops where a quoted field goes wrong."""
-    text = str(e)
-    if "unexpected end of data" in text:
-        return "unterminated quote: a quoted field that starts in this record never closes"
-    if "expected after" in text:
-        return f"bad quoting ({text}): a quote inside a field must be doubled, or a quote was never closed"
-    return f"not a valid CSV record ({text})"
 
 
 def _check_record(path: Path, line: int, record: dict, seen: dict[str, int]) -> ProblemRow:

@@ -45,18 +45,72 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read JSON Lines; a bad line raises an error naming the file and the line number."""
+    """Read JSON Lines; a bad line (not JSON, not UTF-8) raises an error naming the file and the line."""
     path = Path(path)
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
     return rows
+
+
+# ---------------------------------------------------------------- reading text files
+
+
+class TextFileError(ValueError):
+    """A file that cannot be read as UTF-8 text; `line` is where the trouble is, when there is one."""
+
+    def __init__(self, path: Path, reason: str, line: int | None = None):
+        self.path, self.reason, self.line = path, reason, line
+        super().__init__(f"{path}:{line}: {reason}" if line else f"{path}: {reason}")
+
+
+def read_text(path: str | os.PathLike, kind: str = "file") -> str:
+    """The UTF-8 text of `path` (a leading BOM dropped). Every reason it is not that raises
+    `TextFileError` naming the file, and the line where there is one: missing, a folder, unreadable,
+    UTF-16, binary (NUL bytes), bytes that are not UTF-8 (a Latin-1 or Windows-1252 copy)."""
+    path = Path(path)
+    if path.is_dir():
+        raise TextFileError(path, f"is a folder, not a {kind}")
+    if not path.is_file():
+        raise TextFileError(path, "not a regular file" if path.exists() else f"{kind} not found")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise TextFileError(path, f"cannot read ({e.strerror or e})") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise TextFileError(path, "UTF-16 or UTF-32 text (a byte-order mark); save it as UTF-8", 1)
+    if b"\0" in data:
+        raise TextFileError(
+            path, "binary data (a NUL byte), not a text file", _line_at(data, data.index(b"\0"))
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        reason = (
+            f"not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}; "
+            "a Latin-1 or Windows file? save it as UTF-8)"
+        )
+        raise TextFileError(path, reason, _line_at(data, e.start)) from None
+
+
+def _line_at(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def csv_error_reason(error: Exception) -> str:
+    """What a `csv.Error` from a strict reader means to a user: where a quoted field went wrong."""
+    text = str(error)
+    if "unexpected end of data" in text:
+        return "unterminated quote: a quoted field that starts in this record never closes"
+    if "expected after" in text:
+        return f"bad quoting ({text}): a quote inside a field must be doubled, or a quote was never closed"
+    return f"not a valid CSV record ({text})"
 
 
 def write_metrics(output_dir: str | os.PathLike, notebook: str, metrics: dict) -> Path:
@@ -70,7 +124,16 @@ def read_metrics(output_dir: str | os.PathLike, notebook: str) -> dict:
         raise FileNotFoundError(
             f"{path} is missing: run notebook {notebook} first (make run-all runs them in order)"
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file; a damaged one raises an error naming the file and where the JSON breaks."""
+    path = Path(path)
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg}; a truncated file?)") from None
 
 
 def _jsonable(obj: Any) -> Any:
