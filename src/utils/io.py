@@ -48,7 +48,8 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read JSON Lines; a bad line (not JSON, not UTF-8) raises an error naming the file and the line."""
     path = Path(path)
     rows = []
-    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+    # "\n" only: str.splitlines also splits at U+2028/U+2029, which write_jsonl keeps inside strings
+    for lineno, line in enumerate(read_text(path).split("\n"), 1):
         if not line.strip():
             continue
         try:
