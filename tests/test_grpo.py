@@ -1,0 +1,155 @@
+"""GRPO on a LoRA adapter (notebook 06): it continues the adapter it is given, checkpoints, and a run killed
+part way resumes from its last checkpoint to the same adapter as an uninterrupted run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from utils.rl import prompt_rows, run_key, train_grpo
+from utils.training import last_checkpoint
+
+pytestmark = pytest.mark.slow
+
+RECIPE = dict(
+    max_steps=4,
+    save_steps=2,
+    num_generations=4,
+    per_device_train_batch_size=8,
+    max_completion_length=12,
+    learning_rate=5e-3,
+    beta=0.04,
+    temperature=1.0,
+    logging_steps=1,
+)
+
+
+def digits_reward(prompts, completions, **kwargs) -> list[float]:
+    """A reward that varies within every group even for an untrained model, so that every step moves it."""
+    return [float(sum(c.isdigit() for c in text)) for text in completions]
+
+
+def start_adapter(tiny_model, folder: Path) -> Path:
+    """A LoRA adapter to continue (as notebook 06 continues notebook 02's), with non-zero weights."""
+    from peft import LoraConfig, get_peft_model
+
+    from utils.modeling import load_model
+
+    model, _ = load_model(str(tiny_model))
+    peft = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
+    torch.manual_seed(1)
+    for name, p in peft.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.02)
+    peft.save_pretrained(str(folder))
+    return folder
+
+
+def train(adapter: Path, out_dir: Path, callbacks=(), **changes):
+    from datasets import Dataset
+    from peft import PeftModel
+    from trl import GRPOConfig, GRPOTrainer
+
+    from utils.modeling import adapter_base, load_model
+    from utils.rewards import boxed_format_reward, correctness_reward
+    from utils.synthetic import generate_problems
+
+    base, tokenizer = load_model(adapter_base(str(adapter)))
+    policy = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
+    rows = prompt_rows(tokenizer, generate_problems(8, split="test"))
+    args = GRPOConfig(
+        output_dir=str(out_dir),
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+        activation_checkpointing=False,
+        **(RECIPE | changes),
+    )
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=[correctness_reward, boxed_format_reward, digits_reward],
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+    return train_grpo(trainer, run_key(args, rows, adapter))
+
+
+KILLER = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    sys.path.insert(0, {src!r}); sys.path.insert(0, {tests!r})
+    from transformers import TrainerCallback
+    import test_grpo as t
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                os._exit(9)  # a Kaggle session dying: no cleanup, no final save
+
+    t.train(Path({adapter!r}), Path({out!r}), callbacks=(Kill(),))
+""")
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_model, tmp_path_factory) -> Path:
+    return start_adapter(tiny_model, tmp_path_factory.mktemp("start") / "adapter")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(adapter, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    return out, train(adapter, out)
+
+
+def test_grpo_continues_the_given_adapter_and_saves_it_alone(adapter, uninterrupted):
+    out, result = uninterrupted
+    assert result.steps == 4 and result.resumed_from is None and result.seconds > 0
+    logged = [h for h in result.log_history if "reward" in h]
+    assert len(logged) == 4 and all("kl" in h and "completions/mean_length" in h for h in logged)
+    # The KL is measured against the adapter it started from (TRL's frozen "ref" copy): zero at first.
+    assert logged[0]["kl"] == pytest.approx(0.0, abs=1e-6) and logged[-1]["kl"] > 0
+    final = Path(result.output_dir)
+    assert not (final / "ref").exists() and (final / "tokenizer.json").is_file()
+    start, trained = (
+        load_file(adapter / "adapter_model.safetensors"),
+        load_file(final / "adapter_model.safetensors"),
+    )
+    assert start.keys() == trained.keys()
+    assert any(not torch.equal(start[k], trained[k]) for k in start)
+
+
+def test_grpo_killed_part_way_resumes_to_the_same_adapter(adapter, uninterrupted, tmp_path):
+    here = Path(__file__).resolve().parent
+    script = KILLER.format(
+        src=str(here.parent / "src"), tests=str(here), adapter=str(adapter), out=str(tmp_path)
+    )
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert killed.returncode == 9, killed.stderr[-2000:]
+    assert last_checkpoint(tmp_path).endswith("checkpoint-2") and not (tmp_path / "final").exists()
+
+    resumed = train(adapter, tmp_path)
+    assert resumed.resumed_from.endswith("checkpoint-2") and resumed.steps == 4
+    a = load_file(Path(uninterrupted[1].output_dir) / "adapter_model.safetensors")
+    b = load_file(tmp_path / "final" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+
+
+def test_a_changed_recipe_does_not_resume(adapter, uninterrupted, tmp_path):
+    out, _ = uninterrupted
+    with pytest.warns(UserWarning, match="another run"):
+        result = train(adapter, out, beta=0.0)
+    assert result.resumed_from is None and result.steps == 4
