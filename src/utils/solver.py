@@ -420,14 +420,16 @@ def evaluation_problems(
 
 
 def write_problems_csv(problems: Sequence, path: str | os.PathLike) -> Path:
-    """Problems (`utils.data.Problem`) as a Kaggle problems CSV (`id, problem, answer`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "problem", "answer"])
-        writer.writerows([p.id, p.problem, p.answer] for p in problems)
-    return path
+    """Problems (`utils.data.Problem`) as a Kaggle problems CSV (`id, problem, answer`), written atomically."""
+    import io
+
+    from utils.io import atomic_write_text
+
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["id", "problem", "answer"])
+    writer.writerows([p.id, p.problem, p.answer] for p in problems)
+    return atomic_write_text(path, buffer.getvalue())
 
 
 KAGGLE_FILES = {
