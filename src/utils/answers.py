@@ -8,11 +8,17 @@ sympy). Neither raises: anything that is not an integer is None.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import fractions
 import functools
 import logging
 import math
 import numbers
+import os
 import re
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -30,39 +36,71 @@ __all__ = [
 # Turning one short answer expression into an int
 # --------------------------------------------------------------------------------------------------
 
-# A number as models write it: thousands separated by ",", "\,", "{,}", "\!", "\ " or a thin space.
-_SEP = r"(?:,|\\,|\{,\}|\\!|\\ |\\;|[\u2009\u202f\u00a0'])"
-_UNSIGNED = rf"(?:\d{{1,3}}(?:{_SEP}\d{{3}})+(?!\d)|\d+)(?:\.\d+)?"
+# A number as models write it: thousands separated by ",", "\,", "{,}", ",\!", "\!", "\ " or a thin space.
+_SEP = r"(?:,\\!\s*|\{,\}|,|\\,|\\!|\\ |\\;|[\u2009\u202f\u00a0'])"
+_UNSIGNED = rf"(?:[1-9]\d{{0,2}}(?:{_SEP}\d{{3}})+(?!\d)|\d+)(?:\.\d+)?"  # "0,5" is no thousands
 _NUM = rf"[-\u2212]?{_UNSIGNED}"
-_PLAIN_INT_RE = re.compile(rf"^[-+]?(?:\d{{1,3}}(?:(?:{_SEP}| )\d{{3}})+|\d+)(?:\.0*)?$")
+_PLAIN_INT_RE = re.compile(rf"^[-+]?(?:[1-9]\d{{0,2}}(?:(?:{_SEP}| )\d{{3}})+|\d+)(?:\.0*)?$")
+# LaTeX thousands separators, removed before anything reads commas: "1{,}000", "10,\! 000", "1\,000".
+# Only before whole 3-digit groups: "3{,}5" is a decimal comma (3.5), and stays a comma.
+_LATEX_GROUP_SEP_RE = re.compile(r"(?:(?<=[1-9])|(?<=\d\d))(?:,\\!|\{,\}|\\,|\\!|\\;)\s*(?=\d{3}(?!\d))")
 
 _TEXT_CMDS = r"text|textnormal|textup|textrm|mathrm|mbox|hbox"
+_FUNCTIONS = r"gcd|lcm|max|min"
 # Decoration that never changes an integer's value: math delimiters, sizing, spacing, fonts.
 _DROP_RE = re.compile(
     r"\\left|\\right|\\displaystyle|\\textstyle|\\!|\\quad|\\qquad|^\\\(|\\\)$|^\\\[|\\\]$|\$|"
     rf"\\(?:{_TEXT_CMDS}|mathbf|textbf|mathit|textit|bf|rm|operatorname)\s*(?=\{{)"
 )
-# Units and trailing words: "42 \text{ cm}^2", "18 dollars", "60^\circ", "20\%".
+# Units and trailing words: "42 \text{ cm}^2", "18 dollars", "60^\circ", "20\%". Not `\mathrm{e}` or
+# `\mathrm{i}` (constants: "2\mathrm{e}" is no 2) nor `\text{lcm}` (a function).
 _UNIT_RE = re.compile(
     r"(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degrees?|°|\\%|%|\\\$|"
-    rf"\\(?:{_TEXT_CMDS})\s*\{{\s*[A-Za-z][^{{}}]*\}}(?:\s*\^\s*\{{?\d\}}?)?)"
+    rf"\\(?:{_TEXT_CMDS})\s*\{{(?!\s*(?:[ei]|{_FUNCTIONS})\s*\}})\s*[A-Za-z][^{{}}]*\}}"
+    r"(?:\s*\^\s*\{?\d\}?)?)"
 )
+# "\gcd(18, 3)", "\operatorname{lcm}(4,6)" (once `\operatorname` is dropped: "{lcm}(4,6)"), "max(3,7)".
+_FUNCTION_CALL_RE = re.compile(
+    rf"(?:\\|\{{\s*)?(?<![A-Za-z])({_FUNCTIONS})(?:\s*\}})?\s*(?=\()", re.IGNORECASE
+)
+_FUNCTION_LATEX = {"gcd": r"\gcd", "lcm": r"\operatorname{lcm}", "max": r"\max", "min": r"\min"}
+_CALL_OPEN_RE = re.compile(r"(?:\\gcd|\\max|\\min|\\operatorname\{lcm\})\s*\(")
 _CHOICE_RE = re.compile(r"^\{?\s*\(\s*[A-E]\s*\)\s*\}?\s*(?:\\ |~|\\quad|:)?\s*(?=[\d\\-])")
 _EDGE_SPACE_RE = re.compile(r"^(?:\s|\\[,;: ]|~)+|(?:\s|\\[,;: ]|~)+$")
-_TRAILING_WORDS_RE = re.compile(r"(?<=[\d}])\s+[A-Za-z][A-Za-z .\-]*$")
-# Work that could run for minutes in sympy: huge exponents, towers, huge factorials.
-_EXPENSIVE_RE = re.compile(r"\\uparrow|\d{7,}\s*[!^]")  # Knuth arrows, 1000000! - see also _cheap_to_evaluate
+_TRAILING_WORDS_RE = re.compile(r"(?<=[\d}])\s+(?![ei]\b)[A-Za-z][A-Za-z .\-]*$")  # not "3 + 4 i"
+# Relations other than "=" and "\approx": "x != 5", "x \ne 5", "n > 3", "a \le 5" state no value. A "!"
+# right after a digit or bracket is a factorial: "5!=120" is 5! = 120.
+_RELATION_RE = re.compile(
+    r"[<>\u2260\u2264\u2265]|(?<![\d)}!])!=|"
+    r"\\(?:neq?|not|notin|leq?|geq?|leqq|geqq|leqslant|geqslant|lt|gt|ll|gg|in|equiv|subset|subseteq|"
+    r"supset|supseteq|sim|propto|mid|nmid|pm|mp)(?![A-Za-z])"
+)
+_EQUALS_RE = re.compile(r"=|\\approx(?![A-Za-z])|\\simeq(?![A-Za-z])|\u2248")  # the value is the last side
+_EXPENSIVE_RE = re.compile(r"\\uparrow")  # Knuth arrows; powers and factorials: see _storage_digits
 _EQUATION_LHS_RE = re.compile(r"\d\s*[A-Za-z]")  # a coefficient: "2x", "11 z"
 _SEVERAL_RE = re.compile(r",|;|\\text|\bor\b|\band\b")
 _MIXED_RE = re.compile(r"(\d)\s*(\\[dt]?frac)")  # "4\frac{1}{2}" is 4 1/2, not 4 * 1/2
-_THOUSANDS_COMMA_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_THOUSANDS_RE = re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:,\d{3})+(?!\d|,\d)")  # "1,000"; not "0,111"
+_DECIMAL_RE = re.compile(r"(?<![\d.])(\d*)\.(\d+)(?![\d.])")
+_SCIENTIFIC_RE = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d{1,3}$")  # Python prints 1e+20
+_INFIX_FRACTION_RE = re.compile(
+    r"\{([^{}]*)\\(choose|over)(?![A-Za-z])([^{}]*)\}|^([^{}]*)\\(choose|over)(?![A-Za-z])([^{}]*)$"
+)
 _COMMAND_RE = re.compile(r"\\[A-Za-z]+")
 _BASE_RE = re.compile(r"^(\d[0-9A-Za-z]*)_\{?(\d{1,2})\}?$")  # "52_8", "4210_{5}": digits in a base
-_MAX_EXPR_CHARS = 200
+
+# Bounds checked before any work that grows with them. Reading is linear in the text; what could
+# still run long (math_verify's parser on deep nesting, sympy on huge numbers) is refused by size
+# first, and cut by a time limit last (see _Watchdog).
+_MAX_INPUT_CHARS = 1000  # one answer expression; longer is prose or a degenerate repeat
+_MAX_BRACE_DEPTH = 50  # each level of "{{...}}" is one more pass of _clean
+_MAX_EXPR_CHARS = 200  # what math_verify is given
 _MAX_PAREN_DEPTH = 5  # 5 nested "(" cost math_verify 0.25 s, 10 cost 1.2 s, 50 cost 7 s
-_MAX_DIGITS = 5000  # an answer with more digits than this is never a competition answer
-_MAX_EXPONENT = 10_000
-_MAX_COMBINATORIAL_ARG = 1000
+_MAX_EVAL_BRACE_DEPTH = 8  # 20 nested "{" cost math_verify 4 s (it builds nested sets)
+_MAX_DIGITS = 10_000  # any number sympy would build on the way; 10^4 digits take milliseconds
+_MAX_EXPONENT_DIGITS = 5  # an exponent beyond 10^5 makes a number beyond _MAX_DIGITS from any base >= 2
+_MAX_ANSWER_DIGITS = 1000  # a longer integer is never an answer (and str() refuses 4300+ digits)
+_EVAL_SECONDS = 0.6  # evaluation time one public call may spend, all its expressions together
 
 _log = logging.getLogger(__name__)
 
@@ -70,13 +108,18 @@ _log = logging.getLogger(__name__)
 def _clean(expr: str) -> str:
     """Strip delimiters, fonts, units and an `x =` prefix; keep the value's LaTeX."""
     s = re.sub(r"\.\s*$", "", expr.strip())  # a sentence's full stop, not the "." of ".5"
-    s = s.replace("\u2212", "-").replace("{,}", ",")
+    s = _LATEX_GROUP_SEP_RE.sub("", s.replace("\u2212", "-")).replace("{,}", ",")
     s = _UNIT_RE.sub(" ", s)  # before _DROP_RE, which would eat the "$" of "\$" and the "\text" of units
     s = _DROP_RE.sub("", s)
+    s = _FUNCTION_CALL_RE.sub(lambda m: _FUNCTION_LATEX[m.group(1).lower()], s)
+    s = _INFIX_FRACTION_RE.sub(_infix_to_prefix, s)  # "{16 \choose 2}" is \binom{16}{2}, not 16 then 2
     s = _CHOICE_RE.sub("", s)  # "\textbf{(D)}\ 120": the value after a multiple-choice label
     s = _EDGE_SPACE_RE.sub("", s)  # "25 \, \text{km}" leaves "25 \,"
-    if "=" in s and not re.search(r"[<>]|\\[lg]eq?\b|\\neq", s):
-        head, s = s.rsplit("=", 1)  # "x = 5", "m+n = 42", "a+b = 2+3 = 5": the last side is the value,
+    if _RELATION_RE.search(s):
+        return ""  # "x != 5", "n \geq 3": no single value
+    sides = _EQUALS_RE.split(s)
+    if len(sides) > 1:  # "x = 5", "m+n = 42", "a+b = 2+3 = 5", "\approx 42": the last side is the value,
+        head, s = _mask_call_commas("=".join(sides[:-1])), sides[-1]
         if _EQUATION_LHS_RE.search(head) or _SEVERAL_RE.search(head):
             return ""  # unless it is an equation to solve ("2x = 10") or several ("x=2 \text{ or } x=3")
     s = _TRAILING_WORDS_RE.sub("", s.strip())
@@ -84,12 +127,35 @@ def _clean(expr: str) -> str:
     return re.sub(r"\.\s*$", "", s.strip()).strip()
 
 
+def _infix_to_prefix(m: re.Match) -> str:
+    top, command, bottom = (m.group(1), m.group(2), m.group(3)) if m.group(2) else m.group(4, 5, 6)
+    return rf"{{\{'binom' if command == 'choose' else 'frac'}{{{top.strip()}}}{{{bottom.strip()}}}}}"
+
+
+def _mask_call_commas(s: str) -> str:
+    """`s` with the commas between a function's arguments (`\\gcd(18, 3)`) blanked out, for the checks
+    that read any other comma as a list ("3, 5") or a decimal comma ("3,5")."""
+    calls = {m.end() - 1 for m in _CALL_OPEN_RE.finditer(s)}
+    out, open_parens, inside_calls = [], [], 0
+    for i, c in enumerate(s):
+        if c == "(":
+            open_parens.append(i in calls)
+            inside_calls += i in calls
+        elif c == ")" and open_parens:
+            inside_calls -= open_parens.pop()
+        out.append("\x00" if c == "," and inside_calls else c)
+    return "".join(out)
+
+
 def _plain_int(s: str) -> int | None:
     """'1,000', '-5', '042', '5.0', '1\\,000' -> int without sympy; None if not this simple."""
+    if _SCIENTIFIC_RE.match(s):  # exact, as a fraction: "1.5e3" is 1500, "1e-3" is no integer
+        value = fractions.Fraction(s)
+        return int(value) if value.denominator == 1 and _log10(int(value)) < _MAX_ANSWER_DIGITS else None
     if not _PLAIN_INT_RE.match(s):
         return None
     digits = re.sub(_SEP, "", s).replace(" ", "").split(".")[0]
-    return int(digits)
+    return int(digits) if len(digits.lstrip("+-0")) <= _MAX_ANSWER_DIGITS else None
 
 
 def _sympy_to_int(value: object) -> int | None:
@@ -98,11 +164,11 @@ def _sympy_to_int(value: object) -> int | None:
 
     if isinstance(value, sympy.Equality):
         value = value.rhs
-    if not isinstance(value, sympy.Basic) or not value.is_number or not _cheap_to_evaluate(value):
+    if not isinstance(value, sympy.Basic) or not value.is_number or _storage_digits(value) > _MAX_DIGITS:
         return None
     value = value.doit()
     if value.is_Integer:
-        return int(value)
+        return int(value) if _log10(int(value)) < _MAX_ANSWER_DIGITS else None
     if value.is_Rational:
         return None  # an Integer is Rational too, but was caught above
     if value.is_Float:  # "1.5 \times 10^3"; sympy >= 1.13 says Float(1500.0) != 1500, so compare by hand
@@ -118,35 +184,172 @@ def _sympy_to_int(value: object) -> int | None:
     return nearest if abs(value.evalf(80) - nearest) < sympy.Float(10) ** -50 else None
 
 
-def _cheap_to_evaluate(expr) -> bool:
-    """False for what `doit()` could spend minutes on: (10^9)!, 2^(2^100), binom(10^9, 10^8).
+def _log10(n: int) -> float:
+    """log10(|n|), and for huge n an upper bound within one that costs no conversion (0 for 0)."""
+    n = abs(n)
+    return math.log10(n) if 0 < n < 2**1000 else n.bit_length() * 0.30103
 
-    math_verify builds these unevaluated, so checking the tree before evaluating bounds the work on
-    every thread, with no signal-based timeout.
+
+def _storage_digits(node) -> float:
+    """An upper bound on the digits of the numbers that evaluating `node` builds; inf past _MAX_DIGITS.
+
+    Read on math_verify's unevaluated tree before `doit()`, so that (10^4000)^10000 (4*10^7 digits),
+    2^(2^100), (10^9)! or binom(10^9, 10^8) are refused in microseconds instead of computed for minutes.
     """
     import sympy
 
-    for node in sympy.preorder_traversal(expr):
-        if isinstance(node, (sympy.factorial, sympy.factorial2, sympy.binomial, sympy.subfactorial)):
-            if not all(a.is_Integer and abs(a) <= _MAX_COMBINATORIAL_ARG for a in node.args):
-                return False
-        elif isinstance(node, sympy.Pow):
-            base, exp = node.args
-            if not exp.is_Rational or abs(exp) > _MAX_EXPONENT:
-                return False
-            if base.is_Integer and abs(int(exp)) * math.log10(abs(int(base)) + 1) > _MAX_DIGITS:
-                return False
-    return True
+    if node.is_Integer:
+        return _log10(int(node))
+    if node.is_Rational:
+        return _log10(node.p) + _log10(node.q)
+    if node.is_Float:
+        return _log10(int(abs(node))) if abs(node) < sympy.Float(10) ** _MAX_DIGITS else math.inf
+    args = node.args
+    if isinstance(node, sympy.Pow):
+        base, exponent = args
+        exponent_digits = _storage_digits(exponent)
+        if exponent_digits > _MAX_EXPONENT_DIGITS:
+            return math.inf
+        times = abs(exponent.p) if exponent.is_Rational else 10**exponent_digits  # p of a root p/q
+        size = _storage_digits(base) * max(times, 1)
+    elif isinstance(
+        node, (sympy.factorial, sympy.factorial2, sympy.subfactorial, sympy.gamma, sympy.binomial)
+    ):
+        n = _bounded_value(args[0])
+        size = n * math.log10(n + 1) + sum(map(_storage_digits, args))  # n! has about n log10(n) digits
+    elif isinstance(node, (sympy.Sum, sympy.Product)):  # as many terms as the limits span
+        terms = math.prod(_bounded_value(limit[2]) + _bounded_value(limit[1]) for limit in node.limits)
+        size = _storage_digits(node.function) * terms if terms <= 10**4 else math.inf
+    else:  # sums, products, functions, constants, symbols
+        size = sum(map(_storage_digits, args)) + 1
+    return size if size <= _MAX_DIGITS else math.inf
+
+
+def _bounded_value(node) -> float:
+    """An upper bound on |node|'s value, for the counts (exponents, factorials' n) that sizes scale with."""
+    digits = _storage_digits(node)
+    return 10**digits if digits <= _MAX_EXPONENT_DIGITS else math.inf
+
+
+# One public call's evaluation budget, per thread: `active` while extract_answer or parse_integer_answer
+# runs, `deadline` set by its first evaluation (after the one-off import, which is not evaluation).
+_clock = threading.local()
+
+
+class _OutOfTime(BaseException):
+    """The time limit passed. A BaseException: math_verify and sympy catch `Exception` and carry on."""
+
+
+@contextlib.contextmanager
+def _time_budget():
+    _clock.active, _clock.deadline = True, None
+    try:
+        yield
+    finally:
+        _clock.active = False
+
+
+def _raise_in_thread(thread_id: int, exception: type[BaseException] | None) -> None:
+    """Have `exception` raised in another thread at its next bytecode (None: cancel a pending one)."""
+    pending = ctypes.py_object(exception) if exception is not None else None  # None passes NULL
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), pending)
+
+
+class _Watchdog:
+    """Raises _OutOfTime in a thread still evaluating past its deadline: a time limit for any thread.
+
+    signal.alarm (math_verify's own timeout) works only on the main thread and cancels a caller's alarm;
+    the solver and a gateway read answers in worker threads. One daemon thread watches every deadline
+    and costs nothing while evaluation runs. It repeats the exception every `_RETRY_SECONDS` in case
+    some library's bare `except:` swallows one. It cannot stop one long C call (a huge integer power):
+    the size checks in _storage_digits keep those from starting.
+    """
+
+    _RETRY_SECONDS = 0.05
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:  # also in a forked child, where the watching thread does not exist
+        self._changed = threading.Condition()
+        self._deadlines: dict[object, tuple[int, float]] = {}  # ticket -> (thread id, deadline)
+        self._thread: threading.Thread | None = None
+
+    def run_before(self, deadline: float, fn, *args):
+        """`fn(*args)`, or _OutOfTime raised out of it once `deadline` (time.monotonic) has passed."""
+        ticket = object()
+        with self._changed:
+            self._deadlines[ticket] = (threading.get_ident(), deadline)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._watch, name="answers-watchdog", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+        try:
+            return fn(*args)
+        finally:
+            self._forget(ticket)
+
+    def _forget(self, ticket: object) -> None:
+        while True:  # an _OutOfTime sent just before this lock was taken lands here: forget regardless
+            try:
+                with self._changed:
+                    thread_id, _ = self._deadlines.pop(ticket, (None, 0.0))
+                    if thread_id is not None:
+                        _raise_in_thread(thread_id, None)  # one sent but not yet raised must not escape
+                return
+            except _OutOfTime:
+                continue
+
+    def _watch(self) -> None:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                for thread_id, deadline in self._deadlines.values():
+                    if deadline <= now:
+                        _raise_in_thread(thread_id, _OutOfTime)
+                waits = [max(d - now, self._RETRY_SECONDS) for _, d in self._deadlines.values()]
+                self._changed.wait(timeout=min(waits, default=None))
+
+
+_watchdog = _Watchdog()
+os.register_at_fork(after_in_child=_watchdog._reset)
+
+
+def _math_verify_int(latex: str) -> int | None:
+    """The integer math_verify reads in `latex` (None if it reads none), within the call's time budget."""
+    _warm_up_math_verify()  # before the clock starts: the first import and parse take ~1 s
+    active = getattr(_clock, "active", False)
+    deadline = getattr(_clock, "deadline", None) if active else None
+    if deadline is None:
+        deadline = time.monotonic() + _EVAL_SECONDS
+        if active:
+            _clock.deadline = deadline
+    return _watchdog.run_before(deadline, _parse_and_convert, latex)
+
+
+@functools.cache
+def _warm_up_math_verify() -> None:
+    """Import math_verify and parse once (ANTLR builds its tables on first use), outside any time limit."""
+    _math_verify_parse("\\frac{1}{2}")
+
+
+def _parse_and_convert(latex: str) -> int | None:
+    for value in _math_verify_parse(latex):
+        try:
+            result = _sympy_to_int(value)
+        except Exception:  # noqa: BLE001
+            result = None
+        if result is not None or not isinstance(value, str):
+            return result  # math_verify's first sympy result decides; its strings are fallbacks
+    return None
 
 
 def _math_verify_parse(latex: str) -> list:
-    """`math_verify.parse` without its signal-based timeout (see module notes); [] on any error."""
+    """`math_verify.parse` without its signal-based timeout (see _Watchdog); [] on any error."""
     try:
         import math_verify
 
         logging.getLogger("math_verify.parser").addFilter(_drop_timeout_warning)
-        # parsing_timeout=None: math_verify's timeout uses signal.alarm, which fails off the main thread
-        # and would cancel any alarm the caller set. `_cheap_to_evaluate` bounds the work instead.
         return math_verify.parse(f"${latex}$", parsing_timeout=None)
     except Exception:  # noqa: BLE001 - a reader of model output must never raise
         _log.debug("math_verify failed on %r", latex, exc_info=True)
@@ -160,6 +363,8 @@ def _drop_timeout_warning(record: logging.LogRecord) -> bool:
 @functools.lru_cache(maxsize=4096)  # data sets and vote batches repeat the same answers
 def _latex_to_int(expr: str) -> int | None:
     """The integer value of one short answer expression (box content, ground truth), or None."""
+    if len(expr) > _MAX_INPUT_CHARS or _depth(expr, "{", "}") > _MAX_BRACE_DEPTH:
+        return None
     s = _clean(expr)
     while True:  # "\boxed{\boxed{5}}", "{5}"
         inner = _strip_wrapper(s)
@@ -174,30 +379,32 @@ def _latex_to_int(expr: str) -> int | None:
     fast = _plain_int(s)
     if fast is not None:
         return fast
-    if len(s) > _MAX_EXPR_CHARS or _EXPENSIVE_RE.search(s) or _paren_depth(s) > _MAX_PAREN_DEPTH:
-        return None  # math_verify's parser slows down steeply with nested parentheses
-    s = _THOUSANDS_COMMA_RE.sub("", s)  # "\frac{1,000}{8}"
-    if "," in s or re.search(r"\d\s+\d", s):
-        return None  # a list, tuple or interval: "3, 5", "(1,2)", "[0, \pi]", "3 5"
-    if re.search(r"[A-Za-z]", _COMMAND_RE.sub("", s)):
-        return None  # a variable is left: "2x^2-18", "p - q" (a command such as \sqrt is fine)
-    for value in _math_verify_parse(s):
-        try:
-            result = _sympy_to_int(value)
-        except Exception:  # noqa: BLE001
-            result = None
-        if result is not None or not isinstance(value, str):
-            return result  # math_verify's first sympy result decides; its strings are fallbacks
-    return None
+    too_deep = _depth(s, "([", ")]") > _MAX_PAREN_DEPTH or _depth(s, "{", "}") > _MAX_EVAL_BRACE_DEPTH
+    if len(s) > _MAX_EXPR_CHARS or too_deep or _EXPENSIVE_RE.search(s):
+        return None  # math_verify's parser slows down steeply with nesting
+    checked = _THOUSANDS_RE.sub(
+        lambda m: m.group(0).replace(",", ""), _mask_call_commas(s)
+    )  # "\frac{1,000}{8}"; not "\gcd(830,450)"
+    if "," in checked or re.search(r"\d\s+\d", checked):
+        return None  # a list, tuple or interval: "3, 5", "(1,2)", "[0, \pi]", "3 5"; or "3,5" (3.5)
+    if re.search(r"[A-Za-z]", _COMMAND_RE.sub("", checked.replace(r"\operatorname{lcm}", ""))):
+        return None  # a variable is left: "2x^2-18", "p - q", "2{e}" (a command such as \sqrt is fine)
+    # Decimals as exact fractions: sympy's binary floats would make sqrt(99.9999999999999) "10".
+    return _math_verify_int(_DECIMAL_RE.sub(_decimal_as_fraction, checked.replace("\x00", ",")))
 
 
-def _paren_depth(s: str) -> int:
+def _decimal_as_fraction(m: re.Match) -> str:
+    return rf"{{\frac{{{m.group(1) or '0'}{m.group(2)}}}{{1{'0' * len(m.group(2))}}}}}"
+
+
+def _depth(s: str, opening: str, closing: str) -> int:
+    """How deeply `opening` brackets nest in `s`, in one pass."""
     depth = deepest = 0
     for c in s:
-        if c in "([":
+        if c in opening:
             depth += 1
             deepest = max(deepest, depth)
-        elif c in ")]":
+        elif c in closing:
             depth -= 1
     return deepest
 
@@ -258,7 +465,11 @@ def parse_integer_answer(text: str | int | float | None) -> int | None:
             return int(value) if math.isfinite(value) and value.is_integer() else None
         if not isinstance(text, str):
             return None
-        return _latex_to_int(text)
+        with _time_budget():
+            return _latex_to_int(text)
+    except _OutOfTime:
+        _log.debug("parse_integer_answer ran out of time on %r", text[:200])
+        return None
     except Exception:  # noqa: BLE001 - one bad row must not stop a loader
         _log.debug("parse_integer_answer failed on %r", text, exc_info=True)
         return None
@@ -271,6 +482,10 @@ def parse_integer_answer(text: str | int | float | None) -> int | None:
 _BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)(?![A-Za-z])")
 _OPEN_BRACE_RE = re.compile(r"\s*\{")
 _BARE_BOX_RE = re.compile(r"\s+([^\s$]+)")
+# Between boxes that list several answers: separators only ("and", ",", "\quad", "$"), on one line.
+_LIST_GAP_RE = re.compile(
+    r"(?:[ \t,;&~$]|\\[,;:! ()\[\]]|\\q?quad\b|\\text\s*\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b)*"
+)
 # Phrases that introduce an answer; the last one followed by a value wins: "The final answer is 42",
 # "the answer is $1{,}000$", "Answer: 42" ("**Answer:** 42" once the bold is gone), GSM8K's "#### 72".
 _PHRASE_RE = re.compile(
@@ -282,13 +497,18 @@ _MATH_CHUNK_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")  # prose, not a LaTeX command or a variable
 # A number in prose, with a sign only where it cannot be a dash ("3-5"), read with what binds to it:
 # "3/4" (so not 4), "2^{10}" (so not 10 or 2).
+# Thousands may be grouped by plain spaces in prose ("1 000"); a comma between digits that is no
+# thousands separator is a decimal comma ("3,5") or a list ("1,2"), so neither side is read.
+_PROSE_UNSIGNED = rf"(?:[1-9]\d{{0,2}}(?:(?:{_SEP}| )\d{{3}})+(?!\d)|\d+)(?:\.\d+)?"
 _BARE_NUM_RE = re.compile(
-    rf"(?:(?<![\w)\]}}.^_{{\\/])[-\u2212]|(?<![\w.^_{{\\/\-\u2212])){_UNSIGNED}"
-    rf"(?:\s*/\s*{_UNSIGNED}|\s*\^\s*(?:\d+|\{{\s*\d+\s*\}}))?(?![\d]|\.\d|[A-Za-z])"
+    rf"(?:(?<![\w)\]}}.^_{{\\/])[-\u2212]|(?<![\w.^_{{\\/\-\u2212]))(?<!\d,)(?>{_PROSE_UNSIGNED})"
+    rf"(?:\s*/\s*(?>{_UNSIGNED})|\s*\^\s*(?:\d+|\{{\s*\d+\s*\}}))?(?P<glued>[A-Za-z]|,\d)?"
 )
-_LEADING_NUM_RE = re.compile(rf"^\$?\s*({_NUM})(?=\s+[A-Za-z(]|\s*[,;:!?)]|\s*$|\s*\.(?!\d))")
+_LEADING_NUM_RE = re.compile(rf"^\$?\s*({_NUM})(?=\s+[A-Za-z(]|\s*(?:,(?!\s*\d)|[;:!?)])|\s*$|\s*\.(?!\d))")
 _SPECIAL_TOKEN_RE = re.compile(r"<\|[^<>\n]{0,40}?\|>|<\uff5c[^<>\n]{0,40}?\uff5c>|</?s>")  # <|im_end|>, </s>
 _FENCE_RE = re.compile(r"^[ \t]*```[ \t]*(\w*)")
+_MAX_TEXT_CHARS = 200_000  # the tail of a longer output is read (~50k tokens; answers come last)
+_MAX_LINE_CHARS = 1000  # the tail of a final line that is read for its last number
 _MAX_SEGMENT_CHARS = 300
 _MAX_PHRASES = 20  # the last few phrases; a degenerate output can repeat one thousands of times
 _MAX_LOOKBACK_LINES = 3  # lines without a digit skipped from the end ("I hope it helps.", a cut box)
@@ -308,34 +528,59 @@ def extract_answer(text: str) -> int | None:
     try:
         if not isinstance(text, str) or not text.strip():
             return None
-        text = "\n".join(_prose_and_output_lines(_SPECIAL_TOKEN_RE.sub("", text)))
-        boxed = _last_box(text)
-        if boxed is not None:
-            return _latex_to_int(boxed)
-        body = _drop_unclosed_box(text)
-        found, value = _from_phrase(body)
-        if found:
-            return value
-        return _from_final_lines(body)
+        with _time_budget():
+            return _read_answer(text[-_MAX_TEXT_CHARS:])
+    except _OutOfTime:
+        _log.debug("extract_answer ran out of time")
+        return None
     except Exception:  # noqa: BLE001 - a reader of sampled outputs must never stop a run
         _log.debug("extract_answer failed", exc_info=True)
         return None
 
 
-def _last_box(text: str) -> str | None:
-    """Content of the last closed, non-empty box; an unclosed (truncated) box is skipped."""
+def _read_answer(text: str) -> int | None:
+    text = "\n".join(_prose_and_output_lines(_SPECIAL_TOKEN_RE.sub("", text)))
+    boxed, box_end = _last_box(text)
+    if boxed is not None:
+        found, value = _from_phrase(text[box_end:])  # a closing "The final answer is 13" after \boxed{12}
+        return value if found and value is not None else _latex_to_int(boxed)
+    body = _drop_unclosed_box(text)
+    found, value = _from_phrase(body)
+    if found:
+        return value
+    return _from_final_lines(body)
+
+
+def _last_box(text: str) -> tuple[str | None, int]:
+    """Content and end of the last closed, non-empty box; an unclosed (truncated) box is skipped.
+
+    Boxes listed together ("\\boxed{1} and \\boxed{-2}", "\\boxed{2}, \\boxed{3}") are several answers:
+    their content is "" (no integer) unless they all agree.
+    """
     pairs = _brace_pairs(text)
+    listed: list[str] = []
+    last_start, last_end = 0, 0
     for m in reversed(list(_BOX_RE.finditer(text))):
-        brace = _OPEN_BRACE_RE.match(text, m.end())
-        if brace:
-            end = pairs.get(brace.end() - 1)
-            content = text[brace.end() : end] if end is not None else ""
-        else:  # "\boxed 5", "\boxed -12$"
-            token = _BARE_BOX_RE.match(text, m.end())
-            content = token.group(1) if token else ""
-        if content.strip():
-            return content
-    return None
+        content, box_end = _box_content(text, m, pairs)
+        if not content.strip():
+            continue
+        if listed and not _LIST_GAP_RE.fullmatch(text, box_end, last_start):
+            break
+        listed.append(content.strip())
+        last_start, last_end = m.start(), last_end or box_end
+    if not listed:
+        return None, 0
+    return (listed[0] if len(set(listed)) == 1 else ""), last_end
+
+
+def _box_content(text: str, m: re.Match, pairs: dict[int, int]) -> tuple[str, int]:
+    """What the box at `m` holds and where it ends; "" for an unclosed one."""
+    brace = _OPEN_BRACE_RE.match(text, m.end())
+    if brace:
+        end = pairs.get(brace.end() - 1)
+        return (text[brace.end() : end], end + 1) if end is not None else ("", 0)
+    token = _BARE_BOX_RE.match(text, m.end())  # "\boxed 5", "\boxed -12$"
+    return (token.group(1), token.end()) if token else ("", 0)
 
 
 def _drop_unclosed_box(text: str) -> str:
@@ -401,7 +646,7 @@ def _from_final_lines(text: str) -> int | None:
     lines = [ln for ln in text.split("\n") if ln.strip()]
     for line in list(reversed(lines))[:_MAX_LOOKBACK_LINES]:
         if re.search(r"\d", line):
-            return _last_value_in_line(line)
+            return _last_value_in_line(line[-_MAX_LINE_CHARS:])
     return None
 
 
@@ -431,8 +676,8 @@ def _last_value_in_line(line: str) -> int | None:
         if re.search(r"\d", _chunk_text(c)):  # "$n$" in "42 is the value of $n$" is no answer
             candidates.append((c.end(), _chunk_text(c)))
     masked = _MATH_CHUNK_RE.sub(lambda c: " " * len(c.group(0)), line)
-    for n in _BARE_NUM_RE.finditer(masked):
-        candidates.append((n.end(), n.group(0)))
+    for n in _BARE_NUM_RE.finditer(masked):  # "2x", "1,000.99m", "3,5": the last number, but no value
+        candidates.append((n.end(), "" if n.group("glued") else n.group(0)))
     if not candidates:
         return None
     return _latex_to_int(max(candidates, key=lambda c: c[0])[1])
