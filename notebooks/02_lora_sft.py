@@ -67,6 +67,7 @@ MAX_LENGTH = 256
 PACKING = "auto"  # packed, padding-free rows on a GPU; padded batches on a CPU (see utils.training)
 SAVE_STEPS = 100
 MAX_NEW_TOKENS = 64
+GPU = "auto"  # the card(s) the memory plan checks: "auto" (those present), "2xT4", "4xL4", "H100"
 
 # %%
 import sys
@@ -85,6 +86,17 @@ from utils.modeling import load_model
 from utils.training import LoraSettings, TrainingConfig, train_sft, training_rows
 
 run = notebooks.start("02_lora_sft", OUTPUT_DIR, DATA_DIR, SEED)
+
+# %% [markdown]
+# ## The memory plan
+# Before anything loads, the estimated peak memory of this training run on the card `GPU`, from the model's config
+# alone (`utils.memory`: weights, adapter, optimizer state, activations with or without
+# checkpointing, logits). A plan that cannot fit stops here and names the knob to turn.
+
+# %%
+from utils.memory import print_plans
+
+plans = print_plans("02_lora_sft", globals(), MODEL, GPU)  # globals(): the parameters cell's values
 
 # %% [markdown]
 # ## The data notebook 01 wrote, and the model

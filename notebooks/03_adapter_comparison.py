@@ -58,6 +58,8 @@ MAX_LENGTH = 256
 EVAL_LIMIT = 100
 MAX_NEW_TOKENS = 48
 REUSE_RUNS = False  # True: keep the runs an interrupted session finished with the same settings
+GPU = "auto"  # the card(s) the memory plan checks: "auto" (those present), "2xT4", "4xL4", "H100"
+LEARNING_RATE_SCALE = 1.0  # multiplies every family's rate (tuned on the tiny model): 0.02 for a 7B
 
 # %%
 import sys
@@ -73,6 +75,17 @@ from utils.io import write_metrics
 from utils.modeling import load_tokenizer, resolve_model
 
 run = notebooks.start("03_adapter_comparison", OUTPUT_DIR, DATA_DIR, SEED)
+
+# %% [markdown]
+# ## The memory plan
+# Before anything loads, the estimated peak memory of the largest run (full fine-tuning when it is in the line-up) on the card `GPU`, from the model's config
+# alone (`utils.memory`: weights, optimizer state,
+# activations, logits). A plan that cannot fit stops here and names the knob to turn.
+
+# %%
+from utils.memory import print_plans
+
+plans = print_plans("03_adapter_comparison", globals(), MODEL, GPU)  # globals(): the parameters cell's values
 
 # %% [markdown]
 # ## The experiments, as data
@@ -92,7 +105,8 @@ comparison.describe_experiments(experiments)
 
 # %%
 budget = comparison.Budget(max_steps=MAX_STEPS, batch_size=BATCH_SIZE, max_length=MAX_LENGTH,
-                           eval_limit=EVAL_LIMIT, max_new_tokens=MAX_NEW_TOKENS)
+                           eval_limit=EVAL_LIMIT, max_new_tokens=MAX_NEW_TOKENS,
+                           learning_rate_scale=LEARNING_RATE_SCALE)
 tokenizer = load_tokenizer(resolve_model(MODEL))
 data = comparison.prepare_data(run.root_output_dir, tokenizer, budget, TRAIN_SOURCES, EVAL_SOURCE)
 print(f"{len(data.train_rows)} training rows, {len(data.eval_problems)} held-out problems, "

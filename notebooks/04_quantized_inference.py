@@ -57,6 +57,7 @@ MAX_NEW_TOKENS = 48
 VARIANTS = "16bit,8bit,nf4,fp4,nf4-dq"
 DEPLOYMENTS = "merged,separate"
 SUBMIT_VARIANT = "16bit"  # the variant notebook 05 loads: 16bit, 8bit, nf4, fp4 or nf4-dq
+GPU = "auto"  # the card(s) the memory plan checks: "auto" (those present), "2xT4", "4xL4", "H100"
 
 # %%
 import sys
@@ -65,9 +66,6 @@ from pathlib import Path
 sys.path[:0] = [str(p) for p in [Path("../src"), *Path("/kaggle/input").glob("*/src")] if p.is_dir()]
 
 # %%
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see utils.quantization)
 import pandas as pd
 
 from utils import notebooks, plots
@@ -84,6 +82,17 @@ from utils.quantization import (
 )
 
 run = notebooks.start("04_quantized_inference", OUTPUT_DIR, DATA_DIR, SEED)
+
+# %% [markdown]
+# ## The memory plan
+# Before anything loads, the estimated peak memory of generation with the 16-bit model (the largest variant) on the card `GPU`, from the model's config
+# alone (`utils.memory`: weights and the KV cache of
+# the prompt and new tokens). A plan that cannot fit stops here and names the knob to turn.
+
+# %%
+from utils.memory import print_plans
+
+plans = print_plans("04_quantized_inference", globals(), MODEL, GPU)  # globals(): the parameters cell's values
 
 # %% [markdown]
 # ## The tuned model, merged once in full precision

@@ -63,6 +63,7 @@ MAX_NEW_TOKENS = 64  # per generate call (a 7B model needs about 1024)
 MAX_CODE_ROUNDS = 2  # code blocks run per sample
 ANSWER_FROM = "boxed"  # where each sample's answer is read: boxed (its final answer) or program (its last output)
 TIME_BUDGET = 120  # seconds for the local gateway run (on a Kaggle rerun: the competition's limit)
+GPU = "auto"  # the card(s) the memory plan checks: "auto" (those present), "2xT4", "4xL4", "H100"
 
 # %%
 import sys
@@ -90,6 +91,18 @@ from utils.submission import run_submission
 
 run = notebooks.start("05_submission", OUTPUT_DIR, DATA_DIR, SEED)
 RERUN = is_competition_rerun()  # True only while Kaggle reruns the notebook on the hidden problems
+
+# %% [markdown]
+# ## The memory plan
+# Before anything loads, the estimated peak memory of one wave of samples on the card `GPU`, from the model's config
+# alone (`utils.memory`: weights and the KV cache of every sample in flight, prompt
+# plus new tokens over every code round). A plan that cannot fit stops here and names the knob to turn
+# (checked in the interactive run; a rerun on the hidden problems must always answer).
+
+# %%
+from utils.memory import print_plans
+
+plans = [] if RERUN else print_plans("05_submission", globals(), MODEL, GPU)  # globals(): the parameters
 
 # %% [markdown]
 # ## The solver

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see utils.quantization
-
 import pytest
 import torch
 

@@ -107,6 +107,7 @@ class Budget:
     packing: bool = False  # unpacked, every method sees identical batches (prompt methods need it)
     mode: str = "auto"  # each problem in the prompt style it trains in (tools: code runs in the sandbox)
     n_validation: int = 64  # validation rows whose loss is measured after training (0: none)
+    learning_rate_scale: float = 1.0  # multiplies every family's rate: about 0.02 for a 7B model
 
     def train_rows(self) -> int:
         return self.n_train or self.max_steps * self.batch_size
@@ -328,7 +329,7 @@ def _training_config(exp: Experiment, budget: Budget, seed: int, packing: bool):
     settings = dict(
         max_steps=budget.max_steps,
         batch_size=budget.batch_size,
-        learning_rate=exp.rate(),
+        learning_rate=exp.rate() * budget.learning_rate_scale,
         warmup_steps=budget.warmup_steps,
         max_length=budget.max_length,
         packing=packing,
@@ -342,7 +343,7 @@ def _training_config(exp: Experiment, budget: Budget, seed: int, packing: bool):
     return TrainingConfig(**settings)
 
 
-def empty_record(exp: Experiment, seed: int) -> dict:
+def empty_record(exp: Experiment, seed: int, learning_rate_scale: float = 1.0) -> dict:
     method = get_method(exp.method)
     record = dict.fromkeys(RECORD_FIELDS)
     record.update(
@@ -351,7 +352,7 @@ def empty_record(exp: Experiment, seed: int) -> dict:
         family=method.family,
         seed=seed,
         status="ok",
-        learning_rate=exp.rate(),
+        learning_rate=exp.rate() * learning_rate_scale,
         quantization=exp.quantization or method.quantization,
     )
     return record
@@ -395,7 +396,7 @@ def run_experiment(
     done = finished_record(Path(output_dir) / exp.name / f"seed{seed}.json", key) if reuse else None
     if done is not None:
         return done
-    record = empty_record(exp, seed) | {"fingerprint": key}
+    record = empty_record(exp, seed, budget.learning_rate_scale) | {"fingerprint": key}
     run_dir = Path(output_dir) / exp.name / f"seed{seed}"
     try:
         with _quiet():

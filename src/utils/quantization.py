@@ -26,12 +26,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-# OpenMP's default lets idle worker threads spin. On a 2-core CPU shared with other processes, once
-# bitsandbytes' CPU kernels had run, a decoding step of the tiny model went from about 5 ms to 500 ms, in
-# every model loaded afterwards too; with idle threads sleeping (PASSIVE) it stayed at 5 ms. Read when
-# torch loads, so this only helps where this module is imported first (utils/__init__.py is the better home).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import torch
 
 from utils.data import Problem
