@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import utils  # noqa: F401  (first: its CPU settings must be in place before torch loads)
-
 import pytest
+
+import utils  # noqa: F401  (first: its CPU settings must be in place before torch loads)
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRE_DATA = "AIMO_REQUIRE_DATA"  # set by .ci/run: there, missing data fails the real-data tests
