@@ -87,6 +87,7 @@ _INFIX_FRACTION_RE = re.compile(
     r"\{([^{}]*)\\(choose|over)(?![A-Za-z])([^{}]*)\}|^([^{}]*)\\(choose|over)(?![A-Za-z])([^{}]*)$"
 )
 _COMMAND_RE = re.compile(r"\\[A-Za-z]+")
+_BRACE_TOKEN_RE = re.compile(r"\\.|[{}]", re.DOTALL)  # an escaped character ("\\{") or a brace
 _BASE_RE = re.compile(r"^(\d[0-9A-Za-z]*)_\{?(\d{1,2})\}?$")  # "52_8", "4210_{5}": digits in a base
 
 # Bounds checked before any work that grows with them. Reading is linear in the text; what could
@@ -95,12 +96,12 @@ _BASE_RE = re.compile(r"^(\d[0-9A-Za-z]*)_\{?(\d{1,2})\}?$")  # "52_8", "4210_{5
 _MAX_INPUT_CHARS = 1000  # one answer expression; longer is prose or a degenerate repeat
 _MAX_BRACE_DEPTH = 50  # each level of "{{...}}" is one more pass of _clean
 _MAX_EXPR_CHARS = 200  # what math_verify is given
-_MAX_PAREN_DEPTH = 5  # 5 nested "(" cost math_verify 0.25 s, 10 cost 1.2 s, 50 cost 7 s
+_MAX_PAREN_DEPTH = 4  # nested "(" cost math_verify 0.1-0.5 s at depth 4-6 (loaded CPU), 7 s at 50
 _MAX_EVAL_BRACE_DEPTH = 8  # 20 nested "{" cost math_verify 4 s (it builds nested sets)
 _MAX_DIGITS = 10_000  # any number sympy would build on the way; 10^4 digits take milliseconds
 _MAX_EXPONENT_DIGITS = 5  # an exponent beyond 10^5 makes a number beyond _MAX_DIGITS from any base >= 2
 _MAX_ANSWER_DIGITS = 1000  # a longer integer is never an answer (and str() refuses 4300+ digits)
-_EVAL_SECONDS = 0.6  # evaluation time one public call may spend, all its expressions together
+_EVAL_SECONDS = 0.8  # evaluation time one public call may spend, all its expressions together
 
 _log = logging.getLogger(__name__)
 
@@ -117,14 +118,26 @@ def _clean(expr: str) -> str:
     s = _EDGE_SPACE_RE.sub("", s)  # "25 \, \text{km}" leaves "25 \,"
     if _RELATION_RE.search(s):
         return ""  # "x != 5", "n \geq 3": no single value
-    sides = _EQUALS_RE.split(s)
-    if len(sides) > 1:  # "x = 5", "m+n = 42", "a+b = 2+3 = 5", "\approx 42": the last side is the value,
-        head, s = _mask_call_commas("=".join(sides[:-1])), sides[-1]
+    last_equals = _last_top_level_equals(s)  # not the "=" of "\sum_{k=1}^{n}"
+    if (
+        last_equals is not None
+    ):  # "x = 5", "m+n = 42", "a+b = 2+3 = 5", "\approx 42": the last side is the value,
+        head, s = _mask_call_commas(s[: last_equals.start()]), s[last_equals.end() :]
         if _EQUATION_LHS_RE.search(head) or _SEVERAL_RE.search(head):
             return ""  # unless it is an equation to solve ("2x = 10") or several ("x=2 \text{ or } x=3")
     s = _TRAILING_WORDS_RE.sub("", s.strip())
     s = _MIXED_RE.sub(r"\1+\2", s)
     return re.sub(r"\.\s*$", "", s.strip()).strip()
+
+
+def _last_top_level_equals(s: str) -> re.Match | None:
+    """The last "=" (or "\\approx") outside braces, in one pass."""
+    depth, last, matches = 0, None, {m.start(): m for m in _EQUALS_RE.finditer(s)}
+    for i, c in enumerate(s):
+        depth += (c == "{") - (c == "}")
+        if depth == 0 and i in matches:
+            last = matches[i]
+    return last
 
 
 def _infix_to_prefix(m: re.Match) -> str:
@@ -394,7 +407,10 @@ def _latex_to_int(expr: str) -> int | None:
 
 
 def _decimal_as_fraction(m: re.Match) -> str:
-    return rf"{{\frac{{{m.group(1) or '0'}{m.group(2)}}}{{1{'0' * len(m.group(2))}}}}}"
+    """ "2.50" -> "(\\frac{25}{10})" (in parentheses: math_verify reads braces in arguments as sets),
+    "2.0" -> "2"."""
+    whole, decimals = m.group(1) or "0", m.group(2).rstrip("0")
+    return rf"(\frac{{{whole}{decimals}}}{{1{'0' * len(decimals)}}})" if decimals else whole
 
 
 def _depth(s: str, opening: str, closing: str) -> int:
@@ -427,20 +443,14 @@ def _strip_wrapper(s: str) -> str | None:
 
 
 def _brace_pairs(s: str) -> dict[int, int]:
-    """Map each `{` that gets closed to its `}` (escaped braces skipped), in one pass."""
+    """Map each `{` that gets closed to its `}` (escaped braces skipped), in one pass over the braces."""
     pairs: dict[int, int] = {}
     stack: list[int] = []
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "{":
-            stack.append(i)
-        elif c == "}" and stack:
-            pairs[stack.pop()] = i
-        i += 1
+    for m in _BRACE_TOKEN_RE.finditer(s):
+        if m.group() == "{":
+            stack.append(m.start())
+        elif m.group() == "}" and stack:
+            pairs[stack.pop()] = m.start()
     return pairs
 
 
@@ -501,7 +511,7 @@ _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")  # prose, not a LaTeX comm
 # thousands separator is a decimal comma ("3,5") or a list ("1,2"), so neither side is read.
 _PROSE_UNSIGNED = rf"(?:[1-9]\d{{0,2}}(?:(?:{_SEP}| )\d{{3}})+(?!\d)|\d+)(?:\.\d+)?"
 _BARE_NUM_RE = re.compile(
-    rf"(?:(?<![\w)\]}}.^_{{\\/])[-\u2212]|(?<![\w.^_{{\\/\-\u2212]))(?<!\d,)(?>{_PROSE_UNSIGNED})"
+    rf"(?:(?<![\w)\]}}.^_{{\\/])[-\u2212]|(?<![\w.^_{{\\/\-\u2212]))(?<!\d,)(?<![eE]\+)(?>{_PROSE_UNSIGNED}(?:[eE][-+]?\d{{1,3}})?)"
     rf"(?:\s*/\s*(?>{_UNSIGNED})|\s*\^\s*(?:\d+|\{{\s*\d+\s*\}}))?(?P<glued>[A-Za-z]|,\d)?"
 )
 _LEADING_NUM_RE = re.compile(rf"^\$?\s*({_NUM})(?=\s+[A-Za-z(]|\s*(?:,(?!\s*\d)|[;:!?)])|\s*$|\s*\.(?!\d))")
@@ -529,7 +539,7 @@ def extract_answer(text: str) -> int | None:
         if not isinstance(text, str) or not text.strip():
             return None
         with _time_budget():
-            return _read_answer(text[-_MAX_TEXT_CHARS:])
+            return _read_answer(_tail(text, _MAX_TEXT_CHARS))
     except _OutOfTime:
         _log.debug("extract_answer ran out of time")
         return None
@@ -538,26 +548,35 @@ def extract_answer(text: str) -> int | None:
         return None
 
 
+def _tail(text: str, limit: int) -> str:
+    """The last `limit` characters, less a token cut in two: a number's last digits are no number."""
+    return text if len(text) <= limit else re.sub(r"^\S+", "", text[-limit:])
+
+
+def _head(text: str, limit: int) -> str:
+    return text if len(text) <= limit else re.sub(r"\S+$", "", text[:limit])
+
+
 def _read_answer(text: str) -> int | None:
     text = "\n".join(_prose_and_output_lines(_SPECIAL_TOKEN_RE.sub("", text)))
-    boxed, box_end = _last_box(text)
+    pairs = _brace_pairs(text) if _BOX_RE.search(text) else {}
+    boxed, box_end = _last_box(text, pairs)
     if boxed is not None:
         found, value = _from_phrase(text[box_end:])  # a closing "The final answer is 13" after \boxed{12}
         return value if found and value is not None else _latex_to_int(boxed)
-    body = _drop_unclosed_box(text)
+    body = _drop_unclosed_box(text, pairs)
     found, value = _from_phrase(body)
     if found:
         return value
     return _from_final_lines(body)
 
 
-def _last_box(text: str) -> tuple[str | None, int]:
+def _last_box(text: str, pairs: dict[int, int]) -> tuple[str | None, int]:
     """Content and end of the last closed, non-empty box; an unclosed (truncated) box is skipped.
 
     Boxes listed together ("\\boxed{1} and \\boxed{-2}", "\\boxed{2}, \\boxed{3}") are several answers:
     their content is "" (no integer) unless they all agree.
     """
-    pairs = _brace_pairs(text)
     listed: list[str] = []
     last_start, last_end = 0, 0
     for m in reversed(list(_BOX_RE.finditer(text))):
@@ -583,9 +602,8 @@ def _box_content(text: str, m: re.Match, pairs: dict[int, int]) -> tuple[str, in
     return (token.group(1), token.end()) if token else ("", 0)
 
 
-def _drop_unclosed_box(text: str) -> str:
+def _drop_unclosed_box(text: str, pairs: dict[int, int]) -> str:
     """Cut a truncated tail at the first unclosed box: what follows it holds no answer."""
-    pairs = _brace_pairs(text)
     for m in _BOX_RE.finditer(text):
         brace = _OPEN_BRACE_RE.match(text, m.end())
         if brace and brace.end() - 1 not in pairs:
@@ -611,7 +629,7 @@ def _segment_after(text: str, pos: int) -> str:
         while pos != -1 and not line.strip():
             line = _line_at(text, pos + 1)
             pos = text.find("\n", pos + 1)
-    line = line.strip()[:_MAX_SEGMENT_CHARS]
+    line = _head(line.strip(), _MAX_SEGMENT_CHARS)
     if _MATH_CHUNK_RE.match(line):
         return line  # "$x = 3.5$." must not be cut at the decimal point
     return re.split(r"\.(?:\s|$)", line, maxsplit=1)[0].strip()
@@ -646,7 +664,7 @@ def _from_final_lines(text: str) -> int | None:
     lines = [ln for ln in text.split("\n") if ln.strip()]
     for line in list(reversed(lines))[:_MAX_LOOKBACK_LINES]:
         if re.search(r"\d", line):
-            return _last_value_in_line(line[-_MAX_LINE_CHARS:])
+            return _last_value_in_line(_tail(line, _MAX_LINE_CHARS))
     return None
 
 
