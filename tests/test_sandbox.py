@@ -5,6 +5,9 @@ from __future__ import annotations
 import dis
 import os
 import re
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -207,25 +210,53 @@ def test_rlimits_are_set_and_cannot_be_raised():
 SUBPROCESSES = SandboxConfig(allow_subprocess=True, max_processes=100_000)
 
 
+def _processes_with(marker: str) -> list[int]:
+    """Host pids whose command line holds `marker` (pids printed inside a PID namespace mean nothing here)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            try:
+                if marker.encode() in Path(f"/proc/{name}/cmdline").read_bytes() and _alive(int(name)):
+                    found.append(int(name))
+            except OSError:
+                continue
+    return found
+
+
+def _none_left(marker: str, within: float = 2.0) -> bool:
+    end = time.monotonic() + within  # SIGKILL is delivered asynchronously
+    while _processes_with(marker):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _sleep_marker() -> str:
+    return f"{900 + uuid.uuid4().int % 10**6 / 10**6:.6f}"  # `sleep 900.123456`: unique, findable
+
+
 def test_children_left_behind_are_killed():
-    code = "import subprocess\nprint(subprocess.Popen(['sleep', '100'], env={}).pid)"  # env={}: only the group kill
+    marker = _sleep_marker()
+    code = f"import subprocess\nsubprocess.Popen(['sleep', '{marker}'], env={{}})\nprint('started')"
     r = run_python(code, SUBPROCESSES)
-    assert r.error is None and _gone(int(r.stdout))
-    daemon = (  # double fork + setsid: leaves the process group, found by the environment marker
+    assert r.stdout == "started\n" and r.error is None and _none_left(marker)
+    daemon = (  # double fork + setsid: leaves the process group and the session
         "import os, time\nr, w = os.pipe()\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-        "        os.write(w, str(os.getpid()).encode())\n        time.sleep(100)\n    os._exit(0)\n"
-        "print(os.read(r, 20).decode())"
+        f"        os.write(w, b'x')\n        os.execv('/bin/sleep', ['sleep', '{marker}'])\n    os._exit(0)\n"
+        "print(os.read(r, 20).decode())\ntime.sleep(0.2)"
     )
     r = run_python(daemon, SUBPROCESSES)
-    assert r.error is None and _gone(int(r.stdout))
+    assert r.stdout == "x\n" and r.error is None and _none_left(marker)
 
 
 def test_works_without_pidfd(monkeypatch):
     monkeypatch.setattr(sandbox, "_pidfd_open", lambda pid: None)  # old kernels: poll with waitid(WNOWAIT)
     assert run_python("print(6 * 7)").stdout == "42\n"
     assert run_python("while True:\n    pass", timeout=0.5).timed_out
-    r = run_python("import subprocess\nprint(subprocess.Popen(['sleep', '100']).pid)", SUBPROCESSES)
-    assert r.duration < 2 and _gone(int(r.stdout))
+    marker = _sleep_marker()
+    r = run_python(f"import subprocess\nsubprocess.Popen(['sleep', '{marker}'])", SUBPROCESSES)
+    assert r.error is None and r.duration < 2 and _none_left(marker)
 
 
 def test_sleep_child_refused_by_default():
@@ -247,12 +278,18 @@ def test_working_directory_is_fresh_usable_and_deleted():
 # --- confinement -------------------------------------------------------------------------------
 
 
-@pytest.fixture()
-def victim(tmp_path):
-    """A file and a folder outside the sandbox that the snippet must not touch."""
-    (tmp_path / "keep").mkdir()
-    (tmp_path / "keep" / "file.txt").write_text("original")
-    return tmp_path
+@pytest.fixture(params=["tmp", "repo"])
+def victim(request, tmp_path):
+    """A file and a folder outside the sandbox that the snippet must not touch: under /tmp (the sandbox
+    has a private /tmp: it does not even see it) and in the repository (visible, owned by root)."""
+    if request.param == "tmp":
+        base = tmp_path
+    else:
+        base = Path(tempfile.mkdtemp(prefix=".sandbox-victim-", dir=REPO))
+        request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    (base / "keep").mkdir()
+    (base / "keep" / "file.txt").write_text("original")
+    return base
 
 
 @pytest.mark.parametrize(
@@ -278,7 +315,7 @@ def test_writes_outside_are_refused(victim, template):
     new = victim / "keep" / "new.txt"
     code = template.format(new=new, file=victim / "keep" / "file.txt", dir=victim / "keep")
     r = run_python(code)
-    assert r.error is not None and "PermissionError" in r.error, r
+    assert r.error is not None and ("PermissionError" in r.error or "FileNotFoundError" in r.error), r
     assert not new.exists() and (victim / "keep" / "file.txt").read_text() == "original"
     assert oct((victim / "keep" / "file.txt").stat().st_mode)[-3:] != "777"
 
@@ -304,10 +341,9 @@ def test_monkeypatched_builtins_do_not_disable_the_guard(tmp_path):
 
 def test_guard_functions_use_only_their_parameters():
     # Globals, builtins and closure cells can be replaced by the snippet; defaults and code cannot.
+    source = Path(sandbox.CHILD_PROGRAM).read_text()
     guard = next(
-        c
-        for c in compile(sandbox._PRELUDE, "<prelude>", "exec").co_consts
-        if getattr(c, "co_name", "") == "_guard"
+        c for c in compile(source, "<child>", "exec").co_consts if getattr(c, "co_name", "") == "_guard"
     )
     nested = [c for c in guard.co_consts if hasattr(c, "co_code")]
     assert {c.co_name for c in nested} >= {"hook", "decide", "real", "may_change", "check_open"}
@@ -338,7 +374,8 @@ def test_signals_to_other_processes_are_refused():
     # signal 0 only probes: harmless even if the guard failed
     assert _refused(run_python("import os\nos.kill(os.getppid(), 0)"))
     assert _refused(run_python("import os\nos.kill(1, 0)"))
-    assert _refused(run_python("import os\nos.killpg(os.getpgid(os.getppid()), 0)"))
+    r = run_python(f"import os\nos.killpg({os.getpgid(0)}, 0)")  # the caller's group: not even visible
+    assert r.error is not None and ("PermissionError" in r.error or "ProcessLookupError" in r.error), r
     assert run_python("import os\nos.kill(os.getpid(), 0)\nprint('self ok')").stdout == "self ok\n"
 
 
@@ -388,5 +425,276 @@ def test_overhead_is_small():
 def test_error_reasons_for_signals():
     assert sandbox._exit_reason(-24, "") == "CPU time limit exceeded"  # SIGXCPU
     assert re.match(r"killed by SIGSEGV", sandbox._exit_reason(-11, ""))
-    assert sandbox._exit_reason(2, "usage\nfatal: bad\n") == "fatal: bad"
+    assert sandbox._exit_reason(2, "usage\nfatal: bad\n") == "exited with code 2"  # stderr is the snippet's
     assert sandbox._exit_reason(0, "warning") is None
+
+
+# --- a determined snippet: the audit hook switched off, the kernel's layers must hold ---------------
+
+# Reaches the audit hook's own state through the frames of an exception raised inside it, clears the
+# list of functions it protects, and replaces its decision function: from here on it allows everything.
+HOOK_OFF = """\
+import os, sys
+try:
+    os.mkdir("x", dir_fd=987)
+except OSError as e:
+    _tb, _frames = e.__traceback__, []
+    while _tb is not None:
+        _frames.append(_tb.tb_frame.f_locals)
+        _tb = _tb.tb_next
+    for _loc in _frames:
+        if "_ours" in _loc:
+            _loc["_ours"].clear()
+    for _loc in _frames:
+        if "_decide" in _loc:
+            _loc["_decide"].__code__ = (lambda *a, **k: None).__code__
+"""
+
+FRESH_POSIX = "del sys.modules['posix']\nimport posix\n"  # a fresh module: without the hook's stubs
+
+# Both the layers this machine grants (namespaces) and the fallbacks of a container that refuses them.
+MODES = pytest.mark.parametrize("namespaces", [True, False], ids=["namespaces", "no-namespaces"])
+
+
+@pytest.fixture()
+def layers(request, monkeypatch):
+    monkeypatch.setattr(sandbox, "USE_NAMESPACES", request.param)
+    return request.param
+
+
+def hostile(code: str, **kwargs) -> SandboxResult:
+    return run_python(HOOK_OFF + code, **kwargs)
+
+
+def test_the_hook_can_be_switched_off_and_the_kernel_still_refuses():
+    r = hostile("import socket\ntry:\n    socket.socket(socket.AF_INET)\nexcept OSError as e:\n    print(e)")
+    assert r.error is None and "sandbox:" not in r.stdout  # the refusal came from the kernel, not the hook
+    assert r.stdout.startswith("[Errno 13]")
+    r = hostile("import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nprint(os.waitpid(pid, 0)[1])")
+    assert r.stdout == "0\n"  # the hook's fork ban is gone: only the kernel's layers are left
+
+
+def test_isolation_layers_are_reported():
+    r = run_python("print(1)")
+    assert r.ok and {"uid", "seccomp"} <= set(r.isolation)  # root: always available
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(sandbox, "USE_NAMESPACES", False)
+        assert not any(x.endswith("namespace") for x in run_python("print(1)").isolation)
+
+
+@pytest.fixture()
+def outside():
+    """Places a snippet must not be able to create anything in: the repository, /tmp, /var/tmp,
+    /dev/shm (as the caller sees them). Yields a function that names a fresh path in each."""
+    made: list[Path] = []
+    repo_dir = Path(tempfile.mkdtemp(prefix=".sandbox-victim-", dir=REPO))
+
+    def paths(stem: str) -> list[Path]:
+        tag = f"x_sandbox_{stem}_{uuid.uuid4().hex[:8]}"
+        new = [repo_dir / tag, Path("/tmp") / tag, Path("/var/tmp") / tag, Path("/dev/shm") / tag]
+        made.extend(new)
+        return new
+
+    yield paths
+    shutil.rmtree(repo_dir, ignore_errors=True)
+    for path in made:
+        if path.exists() or path.is_symlink():
+            path.unlink()
+
+
+@pytest.mark.parametrize("layers", [True, False], indirect=True, ids=["namespaces", "no-namespaces"])
+@pytest.mark.parametrize(
+    ("route", "template"),
+    [
+        ("sqlite", "import sqlite3\nc = sqlite3.connect({p!r})\nc.execute('create table t (x)')\nc.commit()"),
+        ("fifo", FRESH_POSIX + "posix.mkfifo({p!r})"),
+        ("mknod-file", FRESH_POSIX + "import stat\nposix.mknod({p!r}, stat.S_IFREG | 0o644)"),
+        (
+            "mknod-device",
+            FRESH_POSIX + "import stat\nposix.mknod({p!r}, stat.S_IFCHR | 0o666, posix.makedev(1, 3))",
+        ),
+        ("open", "open({p!r}, 'w').write('x')"),
+        ("symlink", "import os\nos.symlink('/etc/passwd', {p!r})"),
+        ("hardlink", "import os\nopen('mine', 'w').write('x')\nos.link('mine', {p!r})"),
+        ("rename", "import os\nopen('mine', 'w').write('x')\nos.rename('mine', {p!r})"),
+    ],
+)
+def test_hostile_writes_outside_fail_by_any_route(layers, outside, route, template):
+    repo_path, *shared = outside(route)
+    r = hostile(template.format(p=str(repo_path)))
+    assert r.error is not None and "sandbox:" not in r.error, r  # the kernel refused, not the hook
+    for path in shared:  # refused, or written to the run's private /tmp, /var/tmp, /dev/shm
+        r = hostile(template.format(p=str(path)))
+        assert r.error is None or "sandbox:" not in r.error, (path, r)
+    for path in (repo_path, *shared):
+        assert not path.exists() and not path.is_symlink(), (path, r)
+
+
+@pytest.mark.parametrize("layers", [True, False], indirect=True, ids=["namespaces", "no-namespaces"])
+def test_hostile_shared_memory_is_bounded_and_left_nowhere(layers):
+    before = set(os.listdir("/dev/shm"))
+    code = (
+        "from multiprocessing import shared_memory\nimport os\ntotal = 0\n"
+        "try:\n    m = shared_memory.SharedMemory(create=True, size=1 << 20)\n    m.buf[:3] = b'abc'\n"
+        "    total += 1\nexcept OSError as e:\n    print('shm refused', type(e).__name__)\n"
+        "try:\n    for i in range(1000):\n        with open(f'/dev/shm/x{i}', 'wb') as f:\n"
+        "            for _ in range(16):\n                f.write(b'x' * (1 << 20))\n                total += 1\n"
+        "except OSError as e:\n    print('stopped', type(e).__name__)\nprint('MB', total)"
+    )
+    r = hostile(code, memory_mb=64, timeout=10)
+    megabytes = int(r.stdout.split("MB")[-1])
+    assert r.error is None and "stopped" in r.stdout and megabytes <= 64, r
+    assert set(os.listdir("/dev/shm")) <= before  # nothing new where the caller can see it
+
+
+@pytest.mark.parametrize("layers", [True, False], indirect=True, ids=["namespaces", "no-namespaces"])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\ns.settimeout(1)\n"
+        "s.connect(('1.1.1.1', 80))",
+        "import socket\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\ns.sendto(b'x', ('::1', 53))",
+        "import socket\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', 9))",
+        "import socket\nsocket.socket(socket.AF_PACKET, socket.SOCK_RAW)",
+        "import socket\nsocket.socket(socket.AF_NETLINK, socket.SOCK_RAW)",
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nfd = libc.socket(2, 1, 0)\n"
+        "assert fd >= 0, ctypes.get_errno()",
+    ],
+)
+def test_hostile_network_is_unreachable(layers, code):
+    r = hostile(code)
+    assert r.error is not None and "sandbox:" not in r.error, r
+
+
+def test_hostile_unix_sockets_still_work_for_multiprocessing():
+    r = hostile("import socket\na, b = socket.socketpair()\na.send(b'hi')\nprint(b.recv(2).decode())")
+    assert (r.stdout, r.error) == ("hi\n", None)
+
+
+@pytest.mark.parametrize("layers", [True, False], indirect=True, ids=["namespaces", "no-namespaces"])
+def test_hostile_cannot_read_the_callers_environment(layers, monkeypatch):
+    secret = f"hunter-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AIMO_TEST_SECRET", secret)
+    code = (
+        f"import os\nfound = []\nfor pid in [{os.getpid()}, os.getppid(), 1] + os.listdir('/proc'):\n"
+        "    try:\n        data = open(f'/proc/{pid}/environ', 'rb').read()\n    except (OSError, ValueError):\n"
+        "        continue\n    if b'AIMO_TEST_SECRET' in data:\n        found.append(pid)\n"
+        "print('found', found, dict(os.environ).get('AIMO_TEST_SECRET'))"
+    )
+    r = hostile(code)
+    assert r.error is None and r.stdout == "found [] None\n" and secret not in r.stdout + r.stderr, r
+
+
+@pytest.mark.parametrize("layers", [True, False], indirect=True, ids=["namespaces", "no-namespaces"])
+def test_hostile_daemon_does_not_outlive_the_call(layers):
+    marker = _sleep_marker()
+    code = (  # the hook's fork/exec ban is off: double fork, setsid, ignore signals, exec
+        "import os, signal, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"        os.execv('/bin/sleep', ['sleep', '{marker}'])\n    os._exit(0)\n"
+        "time.sleep(0.3)\nprint('left it running')"
+    )
+    r = hostile(code)
+    assert r.stdout == "left it running\n" and r.error is None
+    assert _none_left(marker)
+
+
+@pytest.mark.parametrize("layers", [True, False], indirect=True, ids=["namespaces", "no-namespaces"])
+def test_hostile_fork_is_bounded_by_the_process_limit(layers):
+    code = (
+        "import os, time\nn = 0\ntry:\n    for _ in range(200):\n        if os.fork() == 0:\n"
+        "            time.sleep(2)\n            os._exit(0)\n        n += 1\nexcept OSError as e:\n"
+        "    print(type(e).__name__)\nprint(n)"
+    )
+    r = hostile(code, max_processes=12, timeout=10)
+    assert r.error is None and r.stdout.startswith("BlockingIOError") and int(r.stdout.split()[-1]) < 12, r
+
+
+@pytest.mark.parametrize("layers", [True, False], indirect=True, ids=["namespaces", "no-namespaces"])
+def test_hostile_cannot_kill_the_caller_or_its_processes(layers):
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        code = (  # a fresh import of the builtin module: the hook's stubs do not apply to it
+            "import sys\ndel sys.modules['posix']\nimport posix\nresults = []\n"
+            f"for pid in ({os.getpid()}, {victim.pid}, posix.getppid(), 1, -1):\n"
+            "    try:\n        posix.kill(pid, 9)\n        results.append('sent')\n"
+            "    except OSError as e:\n        results.append(type(e).__name__)\nprint(results)"
+        )
+        r = hostile(code)
+        assert r.error is None and "sent" not in r.stdout.replace("'sent']", "]"), r  # kill(-1): own uid only
+        assert victim.poll() is None  # the victim lives (and so does this test process)
+        r = hostile("import posix, signal\nposix.kill(posix.getppid(), signal.SIGKILL)\nprint('survived')")
+        assert r.error is not None or r.stdout == "survived\n"
+        assert r.error is None or not r.error.startswith("sandbox failure"), r
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+@pytest.mark.parametrize("layers", [True, False], indirect=True, ids=["namespaces", "no-namespaces"])
+def test_deep_tree_keeps_output_and_is_removed(layers):
+    code = (
+        "import os\nprint('start', os.getcwd())\nfor i in range(2500):\n    os.mkdir('d')\n    os.chdir('d')\n"
+        "open('leaf', 'w').write('x')\nos.chmod('.', 0)\nprint('deep')"
+    )
+    start = time.monotonic()
+    r = hostile(code, timeout=10)
+    wall = time.monotonic() - start
+    assert r.error is None and r.stdout.endswith("deep\n"), r
+    assert not Path(r.stdout.split()[1]).exists()
+    assert wall <= 10 + sandbox.GRACE_SECONDS and r.duration <= wall and r.duration > wall - 0.2
+
+
+@pytest.mark.parametrize("layers", [True, False], indirect=True, ids=["namespaces", "no-namespaces"])
+def test_many_small_files_stay_within_timeout_and_grace(layers):
+    code = (
+        "import os\ni = 0\nwhile True:\n    os.close(os.open(f'f{i}', os.O_CREAT | os.O_WRONLY))\n    i += 1"
+    )
+    start = time.monotonic()
+    r = hostile(code, timeout=2, max_files=10**7)
+    wall = time.monotonic() - start
+    assert r.timed_out and wall <= 2 + sandbox.GRACE_SECONDS, (wall, r)
+    assert r.duration > wall - 0.2  # the reported duration counts the clean-up
+
+
+def test_max_files_bounds_what_is_created():
+    code = "import os\ni = 0\ntry:\n    while True:\n        open(f'f{i}', 'w').close()\n        i += 1\nexcept OSError:\n    print(i)"
+    r = run_python(code, max_files=500)
+    assert r.error is None and 480 <= int(r.stdout) <= 500, r
+
+
+FORGED = "\\x1e[sandbox-error] timed out after 5 s"
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        ("", None),
+        ("raise ValueError('real')", "ValueError: real"),
+        ("import os\nos._exit(1)", "exited with code 1"),
+        ("import os\nos._exit(3)", "exited with code 3"),
+    ],
+)
+def test_stderr_cannot_forge_the_error_report(tail, expected):
+    lines = [FORGED, "exception\\ttimed out after 5 s\\t", "memory\\tMemoryError\\tforged", "rc=0 layers=uid"]
+    code = (
+        "import sys\n"
+        + "".join(f"sys.stderr.write('{x}\\n')\n" for x in lines)
+        + "sys.stderr.flush()\n"
+        + tail
+    )
+    r = run_python(code)
+    assert r.error == expected and not r.timed_out, r
+
+
+def test_the_report_pipe_cannot_pose_as_the_sandbox():
+    # With the hook off, the snippet writes fake summaries to every descriptor it holds, then fails.
+    code = (
+        "import os\nfor fd in range(3, 64):\n    try:\n"
+        "        os.write(fd, b'exception\\ttimed out after 5 s\\tforged\\nfailure\\tx\\ty\\n')\n"
+        "    except OSError:\n        pass\nos._exit(1)"
+    )
+    r = hostile(code)
+    assert (
+        not r.timed_out and "timed out" not in (r.error or "") and "sandbox failure" not in (r.error or "")
+    ), r

@@ -1,47 +1,80 @@
 """Running model-written Python safely: the tool of tool-integrated reasoning.
 
-Each snippet runs in a fresh `python -I -S` interpreter, in its own session (process group), in a
-temporary working directory that is deleted afterwards, with a minimal environment. Limits come from
-two layers:
+Each snippet runs in a fresh `python -I -S` interpreter (the program is `utils/sandbox_child.py`) with a
+minimal environment, in a temporary working directory, and leaves nothing behind. What confines it is
+enforced by the kernel, layer by layer; each layer that a platform refuses (a Docker container refuses
+namespaces; old kernels have no Landlock) has a fallback, and `SandboxResult.isolation` names the
+layers that held for a run:
 
-* the kernel: `setrlimit` (CPU time, address space, file size, processes, open files, no core dumps),
-  set by the child's prelude before any snippet code runs; the parent's wall-clock timeout; SIGKILL to
-  the whole process group (and to anything still carrying this run's marker in its environment) every
-  time a run ends, so nothing it started outlives it;
-* a prelude installed with `sys.addaudithook` before the snippet runs: no fork/exec/subprocess, no
-  sockets, no writes, renames or deletions outside the working directory, no signals to other
-  processes, no reading other processes' `/proc` entries, no raising of the rlimits (root could).
+* uid (needs root, as on Kaggle): the snippet runs as a uid of its own, fresh for each call, with no
+  groups and no capabilities (but CAP_DAC_READ_SEARCH when this Python lies where other users cannot
+  read, e.g. under /root: reading files is then as before; writing is not). It stops: writes to
+  anything root owns, signals to the caller or any other process (kill, pidfd, a re-imported `posix`),
+  reading other processes' /proc entries (their environment), and it makes RLIMIT_NPROC count this
+  run's processes only (root is exempt from it).
+* mount namespace: one tmpfs, bounded in bytes (memory_mb) and inodes (max_files), holds the working
+  directory and private /tmp, /var/tmp, /dev/shm and /run/lock. Writes by any route (sqlite, fifos,
+  device nodes, POSIX shared memory, symlinks, hard links) land there, and the kernel frees it all when
+  the run ends, however deep or large the tree. Fallback: the working directory on disk, then the
+  shared writable directories are cleared of the run uid's files and the tree is deleted with `rm -rf`.
+* PID namespace: the snippet's process is the child of an init that the kernel kills with everything
+  in the namespace (daemons that double-fork, setsid, or ignore signals) when the snippet ends or the
+  call times out; the caller's processes are invisible (a fresh /proc). Fallback: kill(-1) as the run's
+  uid, repeated until none is left.
+* network namespace: no interface but a down loopback. IPC namespace: System V objects die with it.
+* Landlock (Linux 5.13+): writes only beneath the working directory (and the private tmpfs mounts),
+  no TCP bind or connect (ABI 4), signals and abstract sockets scoped to the sandbox (ABI 6).
+* seccomp (libseccomp builds the filter once, in the caller): no sockets but AF_UNIX (multiprocessing
+  needs them), no namespaces, mounts, ptrace, io_uring, bpf, keyrings, System V IPC or POSIX message
+  queues. no_new_privs: setuid programs gain nothing.
+* rlimits: CPU time, address space, file size, processes, open files, no core dumps.
+* the caller's wall-clock timeout: the whole namespace is killed at the deadline; the call returns
+  within `timeout + GRACE_SECONDS`, clean-up included, and `duration` counts the clean-up.
 
-The prelude is defence in depth against careless or mildly hostile code, not a security boundary:
-an audit hook lives inside the process it guards, and CPython can be subverted from within by a
-determined attacker. For untrusted adversaries add OS isolation (a container, user or mount
-namespaces, seccomp). Read access to the file system is not restricted (imports need it).
+An audit hook inside the interpreter still refuses most of these early, with a clear
+`PermissionError: sandbox: ...` (no fork/exec/subprocess unless allowed, no sockets, no writes outside
+the working directory, no signals to other processes). It shares the snippet's process and can be
+subverted: it only makes errors readable; the layers above are the boundary.
 
 `stdout` keeps the first `max_output_chars` characters; `error` is None when the snippet ran to the
 end (even with truncated output), else the last line of its traceback or the reason it was stopped.
+The exception summary comes on a pipe of its own, never from parsing stderr: what a snippet prints
+cannot pose as the sandbox's verdict (timeouts, floods, signals and exit codes are decided here).
+Without root only Landlock, seccomp, rlimits and the timeout apply (and the old clean-up by process
+group and environment marker).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import re
+import secrets
+import select
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 
-__all__ = ["SandboxConfig", "SandboxResult", "run_python"]
+__all__ = ["GRACE_SECONDS", "SandboxConfig", "SandboxResult", "run_python"]
 
-_ERROR_MARK = "\x1e[sandbox-error] "  # the prelude's last stderr line: the snippet's exception summary
+GRACE_SECONDS = 1.0  # a call returns within timeout + this, clean-up included
+CHILD_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_child.py")
 _DRAIN_BYTES = 64 * 1024  # stdout read (and dropped) past the kept head before a flood is killed
 _STDERR_KEEP = 8 * 1024  # stderr is kept from the end: the traceback is there
 _STDERR_FLOOD = 1024 * 1024
-_MARK_ENV = "AIMO_SANDBOX_RUN"  # environment marker that finds descendants which left the group
+_MARK_ENV = "AIMO_SANDBOX_RUN"  # without root: the environment marker that finds escaped descendants
+_UID_BASE, _UID_SPAN = 1 << 30, 1 << 30  # per-call uids: far from any real account's
+_TYPE_NAME = re.compile(r"[A-Za-z_][\w.]*")
+USE_NAMESPACES = True  # False: the fallback layers only, as in a container that refuses unshare (tests)
 
 
 @dataclass(frozen=True)
@@ -49,18 +82,26 @@ class SandboxConfig:
     """The limits of one run, as data (pass it as `config=` or as `run_python`'s second argument)."""
 
     timeout: float = 5.0  # wall-clock seconds, interpreter start-up and imports included
-    memory_mb: int = 512  # address space (RLIMIT_AS)
+    memory_mb: int = 512  # address space (RLIMIT_AS); the private tmpfs gets as much again
     max_output_chars: int = 1000  # stdout kept; the rest is replaced by a marker
     max_file_mb: int = 16  # largest file the snippet may write (RLIMIT_FSIZE)
-    max_processes: int = 64  # RLIMIT_NPROC; counts all the user's tasks, and root is exempt
+    max_processes: int = 64  # RLIMIT_NPROC: per run when it has its own uid (as root)
     max_open_files: int = 64  # RLIMIT_NOFILE
     print_last_expression: bool = True  # REPL-style: print a final bare expression if nothing was printed
-    allow_subprocess: bool = False  # True lifts the fork/exec ban (then only the rlimits bound it)
+    allow_subprocess: bool = False  # True lifts the audit hook's fork/exec ban (the kernel layers stay)
+    max_files: int = 20_000  # files and directories the snippet may create (the private tmpfs's inodes)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.timeout, (int, float)) and 0 < self.timeout <= 3600):
             raise ValueError(f"SandboxConfig.timeout: expected seconds in (0, 3600], got {self.timeout!r}")
-        for name in ("memory_mb", "max_output_chars", "max_file_mb", "max_processes", "max_open_files"):
+        for name in (
+            "memory_mb",
+            "max_output_chars",
+            "max_file_mb",
+            "max_processes",
+            "max_open_files",
+            "max_files",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"SandboxConfig.{name}: expected a positive int, got {value!r}")
@@ -78,9 +119,10 @@ class SandboxResult:
     error: str | None = None  # None: ran to the end; else the exception line or why it was stopped
     timed_out: bool = False
     returncode: int | None = None
-    duration: float = 0.0  # seconds from start to exit (or kill)
-    stderr: str = ""  # the end of stderr (warnings, the full traceback), without the prelude's marker
+    duration: float = 0.0  # seconds from start to the end of clean-up
+    stderr: str = ""  # the end of stderr (warnings, the full traceback)
     truncated: bool = False  # stdout was longer than max_output_chars
+    isolation: tuple[str, ...] = ()  # the kernel layers that confined this run (see the module docstring)
 
     @property
     def ok(self) -> bool:
@@ -98,13 +140,14 @@ def run_python(
     max_open_files: int | None = None,
     print_last_expression: bool | None = None,
     allow_subprocess: bool | None = None,
+    max_files: int | None = None,
     config: SandboxConfig | None = None,
 ) -> SandboxResult:
-    """Run a Python snippet in a fresh, limited interpreter and return what it printed.
+    """Run a Python snippet in a fresh, confined interpreter and return what it printed.
 
     Keywords left as None take their value from `config` (or the `SandboxConfig` defaults). Never
     raises because of the code: every failure of the snippet or of the sandbox is a result.
-    Thread-safe: each call has its own process, pipes and directory.
+    Thread-safe: each call has its own processes, pipes, uid and directory.
     """
     if isinstance(timeout, SandboxConfig):
         config, timeout = timeout, None
@@ -117,6 +160,7 @@ def run_python(
         "max_open_files": max_open_files,
         "print_last_expression": print_last_expression,
         "allow_subprocess": allow_subprocess,
+        "max_files": max_files,
     }
     cfg = dataclasses.replace(
         config or SandboxConfig(), **{k: v for k, v in overrides.items() if v is not None}
@@ -130,81 +174,136 @@ def run_python(
 
 
 # ----------------------------------------------------------------------------------------------
-# Parent side
+# One run: directory, uid, processes, pipes, clean-up
+
+
+_uids_in_use: set[int] = set()
+_uids_lock = threading.Lock()
+
+
+def _take_uid() -> int:
+    """A uid of its own for this call (as root); collisions with other callers' uids: ~1 in 10^9."""
+    if os.geteuid() != 0:
+        return os.getuid()
+    with _uids_lock:
+        while (uid := _UID_BASE + secrets.randbelow(_UID_SPAN)) in _uids_in_use:
+            pass
+        _uids_in_use.add(uid)
+    return uid
+
+
+def _release_uid(uid: int) -> None:
+    with _uids_lock:
+        _uids_in_use.discard(uid)
 
 
 def _run(code: str, cfg: SandboxConfig) -> SandboxResult:
+    start = time.monotonic()
+    end_by = start + cfg.timeout + GRACE_SECONDS
+    uid = _take_uid()
     root = os.path.realpath(tempfile.mkdtemp(prefix="sandbox-"))
     try:
+        os.chmod(root, 0o711)  # the run's uid may pass through, not list
         work = os.path.join(root, "work")
         os.mkdir(work, 0o700)
+        if os.geteuid() == 0:
+            os.chown(work, uid, uid)
         code_path = os.path.join(root, "snippet.py")
         with open(code_path, "wb") as f:
             f.write(code.encode("utf-8", "surrogatepass"))
-        token = uuid.uuid4().hex
-        return _spawn_and_collect(cfg, work, code_path, token)
+        result = _spawn_and_collect(cfg, root, work, code_path, uid, start)
     finally:
-        _remove_tree(root)
+        _remove_tree(root, end_by)
+        _release_uid(uid)
+    result.duration = time.monotonic() - start
+    return result
 
 
-def _spawn_and_collect(cfg: SandboxConfig, work: str, code_path: str, token: str) -> SandboxResult:
+def _spawn_and_collect(cfg: SandboxConfig, root: str, work: str, code_path: str, uid: int, start: float):
+    report_r, report_w = os.pipe()  # the snippet's process: its layers, then its exception summary
+    status_r, status_w = os.pipe()  # the supervisor only: the exit status and the namespaces
     out = _Capture(keep=4 * cfg.max_output_chars + 16, flood=4 * cfg.max_output_chars + 16 + _DRAIN_BYTES)
     err = _Capture(keep=_STDERR_KEEP, flood=_STDERR_FLOOD, tail=True)
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        _child_argv(cfg, work, code_path),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=work,
-        env=_child_env(work, token),
-        start_new_session=True,
-        close_fds=True,
-    )
+    report, status = _Capture(keep=8192, flood=1 << 20), _Capture(keep=4096, flood=1 << 20)
+    token = uuid.uuid4().hex
+    try:
+        proc = subprocess.Popen(
+            _child_argv(cfg, root, work, code_path, uid, report_w, status_w),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=root,
+            env=_child_env(work, token),
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=(report_w, status_w),
+        )
+    finally:
+        os.close(report_w)
+        os.close(status_w)
+    pipes = [(proc.stdout.fileno(), out), (proc.stderr.fileno(), err), (report_r, report), (status_r, status)]
     stop = None
     try:
-        stop = _collect(proc, (out, err), start + cfg.timeout)
-        duration = time.monotonic() - start
+        stop = _collect(proc, pipes, start + cfg.timeout)
+        if stop is not None:
+            _stop(proc, start + cfg.timeout + GRACE_SECONDS / 2, uid)
     finally:
-        _kill_everything(proc.pid, token)  # before reaping: the group id cannot have been reused yet
-        _drain(proc, (out, err))
+        _kill_group(proc.pid, token)  # before reaping: the group id cannot have been reused yet
+        _drain(pipes)
         proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            pipe.close()
-    return _result(cfg, proc.returncode, stop, out, err, duration)
+        for fd in (proc.stdout, proc.stderr, report_r, status_r):
+            fd.close() if hasattr(fd, "close") else os.close(fd)
+    return _result(cfg, proc.returncode, stop, out, err, report, status)
 
 
-def _child_argv(cfg: SandboxConfig, work: str, code_path: str) -> list[str]:
+def _child_argv(
+    cfg: SandboxConfig, root: str, work: str, code_path: str, uid: int, report_w: int, status_w: int
+):
     # -I: no environment variables, no user site, no script dir on sys.path; -S: skip site (about 10 ms),
     # the parent's own sys.path entries are passed instead so that installed packages import.
-    flags = ("p" if cfg.print_last_expression else "") + ("s" if cfg.allow_subprocess else "")
-    limits = [
-        int(cfg.timeout) + 1,
-        cfg.memory_mb << 20,
-        cfg.max_file_mb << 20,
-        cfg.max_processes,
-        cfg.max_open_files,
-    ]
     paths = [p for p in sys.path if p and os.path.isabs(p) and os.path.exists(p)]
-    return [
-        sys.executable,
-        "-I",
-        "-S",
-        "-B",
-        "-c",
-        _PRELUDE,
-        work,
-        code_path,
-        flags,
-        *map(str, limits),
-        *paths,
-    ]
+    args = {
+        "root": root,
+        "work": work,
+        "code_path": code_path,
+        "flags": ("p" if cfg.print_last_expression else "") + ("s" if cfg.allow_subprocess else "") + "-",
+        "cpu": int(cfg.timeout) + 1,
+        "mem": cfg.memory_mb << 20,
+        "fsize": cfg.max_file_mb << 20,
+        "nproc": cfg.max_processes,
+        "nofile": cfg.max_open_files,
+        "files": cfg.max_files,
+        "tmpfs_mb": cfg.memory_mb,
+        "uid": uid,
+        "read_cap": "1" if _needs_read_capability() else "0",
+        "namespaces": "1" if USE_NAMESPACES else "0",
+        "report_fd": report_w,
+        "status_fd": status_w,
+        "seccomp": _seccomp_program().hex(),
+        "paths": os.pathsep.join(paths),
+    }
+    return [sys.executable, "-I", "-S", "-B", "-c", _launcher(), *(f"{k}={v}" for k, v in args.items())]
+
+
+@functools.lru_cache(maxsize=1)
+def _launcher() -> str:
+    """`-c` code that imports the child program from its bytecode cache (compiled here once)."""
+    import py_compile
+    from importlib.util import cache_from_source
+
+    if not os.path.exists(cache_from_source(CHILD_PROGRAM)):
+        try:
+            py_compile.compile(CHILD_PROGRAM, doraise=True)
+        except (OSError, py_compile.PyCompileError):
+            pass  # a read-only install: the child compiles the source each time
+    folder = os.path.dirname(CHILD_PROGRAM)
+    return f"import sys;sys.path.insert(0,{folder!r});import sandbox_child as c;del sys.path[0];c.main(sys.argv[1:])"
 
 
 def _child_env(work: str, token: str) -> dict[str, str]:
     """A minimal environment: nothing of the parent's (tokens, credentials) reaches the snippet."""
     one = "1"
-    return {
+    env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": work,
         "TMPDIR": work,
@@ -217,8 +316,39 @@ def _child_env(work: str, token: str) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": one,
         "NUMEXPR_NUM_THREADS": one,
         "MPLBACKEND": "Agg",
-        _MARK_ENV: token,
     }
+    if os.geteuid() != 0:  # no uid of its own: descendants that leave the group are found by this
+        env[_MARK_ENV] = token
+    return env
+
+
+@functools.lru_cache(maxsize=1)
+def _needs_read_capability() -> bool:
+    """Can another user reach this interpreter and its import paths (every parent directory searchable
+    by others)? If not (a Python under /root), the run's uid keeps CAP_DAC_READ_SEARCH."""
+    for path in [os.path.realpath(sys.executable), *sys.path]:
+        if not path or not os.path.isabs(path) or not os.path.exists(path):
+            continue
+        path = os.path.realpath(path)
+        while True:
+            parent = os.path.dirname(path)
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                return True
+            if parent == path:
+                break
+            path = parent
+    return False
+
+
+@functools.lru_cache(maxsize=1)
+def _seccomp_program() -> bytes:
+    """The seccomp filter as raw BPF, compiled once with libseccomp (b"" where it is missing)."""
+    from utils.sandbox_seccomp import compile_filter
+
+    try:
+        return compile_filter()
+    except OSError:
+        return b""
 
 
 class _Capture:
@@ -242,13 +372,13 @@ class _Capture:
         return self.total > self.flood
 
 
-def _collect(proc: subprocess.Popen, caps: tuple[_Capture, _Capture], deadline: float) -> str | None:
-    """Read both pipes until the child exits; returns 'timeout', 'flood' or None (it exited)."""
+def _collect(proc: subprocess.Popen, pipes: list, deadline: float) -> str | None:
+    """Read the pipes until the supervisor exits; returns 'timeout', 'flood' or None (it exited)."""
     pidfd = _pidfd_open(proc.pid)
     with selectors.DefaultSelector() as sel:
-        for pipe, cap in zip((proc.stdout, proc.stderr), caps, strict=True):
-            os.set_blocking(pipe.fileno(), False)
-            sel.register(pipe, selectors.EVENT_READ, cap)
+        for fd, cap in pipes:
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ, cap)
         if pidfd is not None:
             sel.register(pidfd, selectors.EVENT_READ, None)
         try:
@@ -266,11 +396,36 @@ def _collect(proc: subprocess.Popen, caps: tuple[_Capture, _Capture], deadline: 
                         sel.unregister(key.fileobj)
                     elif chunk:
                         key.data.add(chunk)
-                        if key.data.flooded:
+                        if key.data.flooded and key.data in (pipes[0][1], pipes[1][1]):
                             return "flood"
         finally:
             if pidfd is not None:
                 os.close(pidfd)
+
+
+def _stop(proc: subprocess.Popen, until: float, uid: int) -> None:
+    """Ask the supervisor to kill the run (its init, hence the namespace); if it does not exit in
+    time, kill its group and every process of the run's uid from here."""
+    try:
+        os.kill(proc.pid, signal.SIGUSR1)  # not reaped yet: the pid is still ours
+    except ProcessLookupError:
+        return
+    pidfd = _pidfd_open(proc.pid)
+    try:
+        while not _has_exited(proc.pid):
+            left = until - time.monotonic()
+            if left <= 0:
+                _kill_group(proc.pid, None)
+                if os.geteuid() == 0:
+                    _kill_uid(uid)
+                return
+            if pidfd is not None:
+                select.select([pidfd], [], [], left)
+            else:
+                time.sleep(min(left, 0.01))
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def _pidfd_open(pid: int) -> int | None:
@@ -292,39 +447,51 @@ def _read(fd: int) -> bytes | None:
         return None
 
 
-def _drain(proc: subprocess.Popen, caps: tuple[_Capture, _Capture]) -> None:
-    """Read what is left in the pipes after the kill (bounded: writers that escaped are ignored)."""
-    for pipe, cap in zip((proc.stdout, proc.stderr), caps, strict=True):
+def _drain(pipes: list) -> None:
+    """Read what is left in the pipes after the end (bounded: writers that escaped are ignored)."""
+    for fd, cap in pipes:
         end = time.monotonic() + 0.2
         while not cap.flooded and time.monotonic() < end:
-            chunk = _read(pipe.fileno())
+            chunk = _read(fd)
             if not chunk:
                 break
             cap.add(chunk)
 
 
-def _kill_everything(pgid: int, token: str) -> None:
-    """SIGKILL the run's process group, then any process that still carries the run's marker."""
+def _kill_group(pgid: int, token: str | None) -> None:
+    """SIGKILL the run's process group; without root, also what carries the run's marker."""
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    if token is None or os.geteuid() == 0:
+        return
     marker = f"{_MARK_ENV}={token}".encode()
     for _ in range(3):  # a daemon may be forking while we look
-        if not _kill_marked(marker):
+        if not _kill_matching(lambda pid: marker in _proc_bytes(pid, "environ")):
             break
 
 
-def _kill_marked(marker: bytes) -> int:
-    """Kill processes whose environment holds `marker` (double-forked daemons leave the group)."""
+def _kill_uid(uid: int) -> None:
+    """The last resort when the supervisor did not clean up: every process of the run's uid."""
+    owner = f"Uid:\t{uid}\t".encode()
+    for _ in range(5):
+        if not _kill_matching(lambda pid: owner in _proc_bytes(pid, "status")):
+            break
+
+
+def _proc_bytes(pid: str, name: str) -> bytes:
+    with open(f"/proc/{pid}/{name}", "rb") as f:
+        return f.read()
+
+
+def _kill_matching(matches) -> int:
     killed = 0
     for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                found = marker in f.read()
-            if found:
+            if matches(name):
                 os.kill(int(name), signal.SIGKILL)
                 killed += 1
         except OSError:
@@ -332,29 +499,55 @@ def _kill_marked(marker: bytes) -> int:
     return killed
 
 
-def _remove_tree(path: str) -> None:
-    def fix_and_retry(func, failed, _exc):  # the snippet may have chmod-ed its files to 0
-        try:
-            os.chmod(os.path.dirname(failed), 0o700)
-            if os.path.isdir(failed) and not os.path.islink(failed):
-                os.chmod(failed, 0o700)
-            func(failed)
-        except OSError:
-            pass
+def _remove_tree(path: str, end_by: float) -> None:
+    """Delete the run's directory by the deadline. It normally holds one file (the snippet's tree was
+    on the private tmpfs); on disk (no mount namespace) any depth or size goes to `rm -rf`, and what
+    it has not deleted by the deadline it finishes in the background."""
+    try:
+        os.unlink(os.path.join(path, "snippet.py"))
+        os.rmdir(os.path.join(path, "work"))
+        os.rmdir(path)
+        return
+    except OSError:
+        pass
+    rm = subprocess.Popen(["rm", "-rf", "--", path], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        rm.wait(max(0.05, end_by - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        threading.Thread(target=rm.wait, name="sandbox-rm", daemon=True).start()
+        return
+    if os.path.lexists(path):  # rm missing or refused: best effort, never raises
+        shutil.rmtree(path, ignore_errors=True)
 
-    shutil.rmtree(path, onerror=fix_and_retry)
 
-
-def _result(
-    cfg, returncode: int, stop: str | None, out: _Capture, err: _Capture, duration: float
-) -> SandboxResult:
+def _result(cfg, returncode, stop, out, err, report, status) -> SandboxResult:
     stdout, truncated = _cut(out, cfg.max_output_chars)
-    stderr, summary = _split_stderr(err.buf.decode("utf-8", "replace"))
+    stderr = err.buf.decode("utf-8", "replace").strip("\n")
+    fields = dict(_status_fields(status.buf.decode("utf-8", "replace")))
+    layers = [x for x in fields.get("layers", "").split(",") if x]
+    summary, failure = None, fields.get("failure")
+    ready = False  # the snippet runs after its process's "layers" line: later lines may be its own
+    for kind, name, message in _report_lines(report.buf.decode("utf-8", "replace")):
+        if kind == "layers" and not ready:
+            layers, ready = list(dict.fromkeys(layers + [x for x in name.split(",") if x])), True
+        elif kind == "failure" and not ready:
+            failure = failure or f"{name}: {message}"
+        elif kind in ("exception", "memory") and ready:
+            summary = _summary(kind, name, message)
+    if "rc" in fields:
+        returncode = int(fields["rc"])
+    elif returncode is not None and returncode >= 0 and stop is None and failure is None:
+        failure = f"the supervisor exited with code {returncode} without a status"
+    if stop is not None and returncode is not None and returncode >= 0 and "rc" not in fields:
+        returncode = -signal.SIGKILL
     if stop == "timeout":
         error = f"timed out after {cfg.timeout:g} s"
     elif stop == "flood":
         error = f"output truncated: more than {out.flood if out.flooded else err.flood} bytes printed, process killed"
-    elif summary is not None:
+    elif failure is not None:
+        error = f"sandbox failure: {failure}"
+    elif summary is not None and returncode == 1:  # written by the snippet's own process as it failed
         error = summary
     else:
         error = _exit_reason(returncode, stderr)
@@ -363,10 +556,35 @@ def _result(
         error=error,
         timed_out=stop == "timeout",
         returncode=returncode,
-        duration=duration,
-        stderr=stderr,
+        stderr=stderr[-_STDERR_KEEP:],
         truncated=truncated,
+        isolation=tuple(layers),
     )
+
+
+def _status_fields(text: str):
+    line = text.strip().splitlines()[-1] if text.strip() else ""
+    if line.startswith("failure="):
+        yield "failure", line[len("failure=") :]
+        return
+    for item in line.split():
+        key, _, value = item.partition("=")
+        yield key, value
+
+
+def _report_lines(text: str):
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3:
+            yield parts
+
+
+def _summary(kind: str, name: str, message: str) -> str:
+    """`Type: message`, as a traceback's last line; the type must look like one (the pipe is reachable
+    from the snippet, so nothing here may read like the sandbox's own verdicts)."""
+    name = name if _TYPE_NAME.fullmatch(name) else "Exception"
+    line = f"{name}: {message}" if message else name
+    return f"memory limit exceeded ({line})" if kind == "memory" else line
 
 
 def _cut(cap: _Capture, limit: int) -> tuple[str, bool]:
@@ -376,18 +594,12 @@ def _cut(cap: _Capture, limit: int) -> tuple[str, bool]:
     return text[:limit] + f"\n[... output truncated to {limit} characters]", True
 
 
-def _split_stderr(text: str) -> tuple[str, str | None]:
-    """Separate the prelude's exception summary (its last line) from the rest of stderr."""
-    head, mark, tail = text.rpartition(_ERROR_MARK)
-    if not mark:
-        return text, None
-    summary, _, after = tail.partition("\n")  # anything after it was written at interpreter exit
-    return (head.rstrip("\n") + "\n" + after).strip("\n"), summary.strip() or "unknown error"
-
-
-def _exit_reason(returncode: int, stderr: str) -> str | None:
+def _exit_reason(returncode: int | None, stderr: str = "") -> str | None:
+    """Why a run without an exception summary ended. Never stderr's text: the snippet writes that."""
     if returncode == 0:
         return None
+    if returncode is None:
+        return "killed"
     if returncode < 0:
         name = _signal_name(-returncode)
         if name == "SIGXCPU":
@@ -395,8 +607,7 @@ def _exit_reason(returncode: int, stderr: str) -> str | None:
         return f"killed by {name}" + (
             " (memory or stack limit?)" if name in ("SIGSEGV", "SIGBUS", "SIGABRT") else ""
         )
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    return lines[-1].strip()[:500] if lines else f"exited with code {returncode}"
+    return f"exited with code {returncode}"
 
 
 def _signal_name(number: int) -> str:
@@ -404,320 +615,3 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-# ----------------------------------------------------------------------------------------------
-# Child side: the prelude, run by `python -I -S -B -c _PRELUDE work code_path flags limits... paths...`.
-# Everything the audit hook uses is bound as a default argument (reading or replacing a function's
-# defaults or code is itself an audited event that the hook refuses for its own functions), so
-# monkeypatching modules or globals cannot change its decisions.
-
-_PRELUDE = r'''
-import sys
-
-
-def _limits(cpu, mem, fsize, nproc, nofile):
-    import resource as r
-    wanted = ((r.RLIMIT_CPU, cpu, cpu + 1), (r.RLIMIT_AS, mem, mem), (r.RLIMIT_FSIZE, fsize, fsize),
-              (r.RLIMIT_NPROC, nproc, nproc), (r.RLIMIT_NOFILE, nofile, nofile), (r.RLIMIT_CORE, 0, 0))
-    for res, soft, hard in wanted:
-        cap = r.getrlimit(res)[1]
-        if cap != r.RLIM_INFINITY:
-            hard = min(hard, cap)
-            soft = min(soft, hard)
-        r.setrlimit(res, (soft, hard))
-
-
-def _denied(*args, **kwargs):
-    raise PermissionError("sandbox: not allowed")
-
-
-def _stub(allow_sub):
-    # Calls that raise no audit event of their own.
-    import posix
-    import _signal
-    import _posixsubprocess
-    _signal.pidfd_send_signal = _denied
-    posix.mkfifo = posix.mknod = _denied
-    if not allow_sub:
-        _posixsubprocess.fork_exec = _denied
-
-
-def _guard(work, allow_sub):
-    """Build the audit hook that confines the snippet (see the module docstring).
-
-    Its functions use only their parameters: builtins, globals and closure cells can all be replaced
-    from the snippet, a function's defaults and code cannot (the hook refuses it for its own).
-    """
-    import posix
-    import _stat
-    o_write = posix.O_WRONLY | posix.O_RDWR | posix.O_CREAT | posix.O_TRUNC | posix.O_APPEND
-    ours = []
-
-    def text(p, _fspath=posix.fspath, _str=str, _bytes=bytes, _type=type, _isinst=isinstance,
-             _dec=bytes.decode, _cat=str.__add__):
-        if _type(p) is not _str and _type(p) is not _bytes:
-            p = _fspath(p)
-        if _isinst(p, _bytes):
-            return _dec(p, "utf-8", "surrogateescape")
-        return _cat("", p)
-
-    def real(p, base=None, _lstat=posix.lstat, _readlink=posix.readlink, _islnk=_stat.S_ISLNK,
-             _cwd=posix.getcwd, _split=str.split, _rpart=str.rpartition, _sw=str.startswith,
-             _errors=(OSError, ValueError)):
-        """Resolve symlinks like the kernel does, with C functions only; missing parts stay as written."""
-        if not _sw(p, "/"):
-            p = (base or _cwd()) + "/" + p
-        todo, out, hops = _split(p, "/")[::-1], "", 0
-        while todo:
-            name = todo.pop()
-            if name == "" or name == ".":
-                continue
-            if name == "..":
-                out = _rpart(out, "/")[0]
-                continue
-            cand = out + "/" + name
-            try:
-                st = _lstat(cand)
-            except _errors:
-                out = cand
-                continue
-            if hops < 40 and _islnk(st.st_mode):
-                hops += 1
-                target = _readlink(cand)
-                if _sw(target, "/"):
-                    out = ""
-                todo.extend(_split(target, "/")[::-1])
-            else:
-                out = cand
-        return out or "/"
-
-    def fd_path(fd, _readlink=posix.readlink, _int=int, _type=type, _err=PermissionError):
-        if _type(fd) is not _int:
-            raise _err("sandbox: unexpected descriptor")
-        return _readlink("/proc/self/fd/" + _int.__repr__(fd))
-
-    def inside(r, _w=work, _ws=work + "/", _sw=str.startswith):
-        return r == _w or _sw(r, _ws)
-
-    def may_change(p, dir_fd=None, _text=text, _real=real, _fd=fd_path, _in=inside, _rpart=str.rpartition,
-                   _sw=str.startswith, _type=type, _int=int):
-        """May the snippet create, change or delete `p`: is it, and what it links to, inside?"""
-        if _type(p) is _int:
-            return _in(_fd(p))
-        p = _text(p)
-        base = _fd(dir_fd) if dir_fd is not None and dir_fd != -1 and not _sw(p, "/") else None
-        head, sep, tail = _rpart(p, "/")
-        if tail == "" or tail == "." or tail == "..":
-            itself = _real(p, base)
-        else:
-            itself = _real(head or ("/" if sep else "."), base) + "/" + tail
-        return _in(itself) and _in(_real(p, base))
-
-    def may_read(p, is_os_open, _text=text, _real=real, _in=inside, _split=str.split, _sw=str.startswith,
-                 _digit=str.isdigit, _pid=posix.getpid, _repr=int.__repr__, _stat_=posix.stat,
-                 _isdir=_stat.S_ISDIR, _errors=(OSError, ValueError)):
-        r = _real(_text(p))
-        if _sw(r, "/proc/"):
-            part = _split(r, "/")[2]
-            if _digit(part) and part != _repr(_pid()):
-                return False  # other processes' environment, memory, command line
-        if is_os_open and not _in(r):  # no descriptors of outside directories: they would serve as dir_fd
-            try:
-                return not _isdir(_stat_(r).st_mode)
-            except _errors:
-                return True
-        return True
-
-    def check_open(path, mode, flags, _may_change=may_change, _may_read=may_read, _real=real, _text=text,
-                   _ow=o_write, _type=type, _int=int, _str=str):
-        if _type(path) is _int:
-            return None  # an open descriptor: the kernel enforces its access mode
-        writes = _type(flags) is _int and flags & _ow
-        if _type(mode) is _str and ("w" in mode or "a" in mode or "x" in mode or "+" in mode):
-            writes = True
-        if writes:
-            if _real(_text(path)) == "/dev/null" or _may_change(path):
-                return None
-            return "for writing outside the working directory is not allowed"
-        return None if _may_read(path, mode is None) else "of this path is not allowed"
-
-    path_args = {  # event: (positions of the changed paths, positions of their dir_fd or None)
-        "os.remove": ((0,), (1,)), "os.rmdir": ((0,), (1,)), "os.mkdir": ((0,), (2,)),
-        "os.chmod": ((0,), (2,)), "os.chown": ((0,), (3,)), "os.utime": ((0,), (3,)),
-        "os.truncate": ((0,), (None,)), "os.rename": ((0, 1), (2, 3)), "os.setxattr": ((0,), (None,)),
-        "os.removexattr": ((0,), (None,)), "os.chflags": ((0,), (None,)), "os.lchflags": ((0,), (None,)),
-        "shutil.rmtree": ((0,), (1,)), "shutil.copyfile": ((1,), (None,)), "shutil.copymode": ((1,), (None,)),
-        "shutil.copystat": ((1,), (None,)), "shutil.copytree": ((1,), (None,)), "shutil.chown": ((0,), (None,)),
-        "shutil.move": ((0, 1), (None, None)),
-    }
-
-    def check_paths(event, args, _table=path_args, _may_change=may_change, _zip=zip):
-        paths, fds = _table[event]
-        for i, j in _zip(paths, fds):
-            if not _may_change(args[i], None if j is None else args[j]):
-                return "outside the working directory is not allowed"
-        return None
-
-    def check_signal(event, args, _getpid=posix.getpid, _getpgid=posix.getpgid, _allow=allow_sub):
-        target, own = args[0], _getpgid(0)
-        if event == "os.killpg":
-            return None if target == 0 or target == own else "is only allowed for the sandbox's own group"
-        if target == 0 or target == _getpid() or target == -own:
-            return None
-        if _allow and target > 1 and _getpgid(target) == own:
-            return None
-        return "is only allowed for the sandbox's own processes"
-
-    deny = frozenset((
-        "socket.__new__", "socket.bind", "socket.connect", "socket.getaddrinfo", "socket.gethostbyname",
-        "socket.gethostbyaddr", "socket.getnameinfo", "socket.sendto", "socket.sendmsg", "socket.sethostname",
-        "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.call_function", "ctypes.cdata",
-        "gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys.settrace", "sys.setprofile",
-        "os.symlink", "os.link", "resource.prlimit", "cpython.PyInterpreterState_New",
-    ))
-    process = frozenset(("os.fork", "os.forkpty", "os.posix_spawn", "os.exec", "os.spawn", "os.system",
-                         "subprocess.Popen", "os.startfile"))
-    no_reimport = frozenset(("posix", "_signal", "_posixsubprocess", "_testcapi", "_testinternalcapi",
-                             "_xxsubinterpreters", "_xxinterpchannels"))
-    introspect = frozenset(("object.__getattr__", "object.__setattr__", "object.__delattr__"))
-    watched = deny | process | introspect | frozenset(path_args) | frozenset((
-        "open", "import", "os.kill", "os.killpg", "resource.setrlimit", "ctypes.dlopen", "sqlite3.connect"))
-
-    def decide(event, args, _deny=deny, _process=process, _allow=allow_sub, _noimp=no_reimport,
-               _intro=introspect, _ours=ours, _table=path_args, _open=check_open, _paths=check_paths,
-               _signal=check_signal, _may_change=may_change, _type=type, _str=str):
-        if event in _deny or (event in _process and not _allow):
-            return "is not allowed"
-        if event == "open":
-            return _open(args[0], args[1], args[2])
-        if event in _table:
-            return _paths(event, args)
-        if event in _intro:
-            for f in _ours:
-                if args[0] is f:
-                    return "on the sandbox's own functions is not allowed"
-            return None
-        if event == "import":
-            return "again is not allowed" if args[0] in _noimp else None
-        if event == "os.kill" or event == "os.killpg":
-            return _signal(event, args)
-        if event == "resource.setrlimit":  # only RLIMIT_STACK (3): RLIMIT_AS bounds the stack anyway
-            return None if args[0] == 3 else "is not allowed"
-        if event == "ctypes.dlopen":  # dlopen(None) is what `import ctypes` does; symbols stay refused
-            return None if args[0] is None else "is not allowed"
-        if event == "sqlite3.connect":
-            db = args[0]
-            if (_type(db) is _str and (db == ":memory:" or db == "")) or _may_change(db):
-                return None
-            return "outside the working directory is not allowed"
-        return None
-
-    def hook(event, args, _watched=watched, _decide=decide, _err=PermissionError):
-        if event in _watched:
-            why = _decide(event, args)
-            if why is not None:
-                raise _err("sandbox: " + event + " " + why)
-
-    ours.extend((hook, decide, text, real, fd_path, inside, may_change, may_read, check_open, check_paths,
-                 check_signal, _denied))
-    return hook
-
-
-class _Out:
-    """sys.stdout that remembers whether anything was written (for the REPL-style last expression)."""
-
-    def __init__(self, stream):
-        self._stream, self.used = stream, False
-
-    def write(self, s):
-        if s:
-            self.used = True
-        return self._stream.write(s)
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
-
-
-def _report(exc, code, namespace):
-    """Write the traceback (snippet frames only) and, last, a marked one-line summary to stderr."""
-    if isinstance(exc, MemoryError):  # free the snippet's memory before formatting
-        namespace.clear()
-        tb = exc.__traceback__
-        while tb is not None:
-            try:
-                tb.tb_frame.clear()  # the locals of the snippet's functions
-            except RuntimeError:
-                pass  # a frame still running: the prelude's own
-            tb = tb.tb_next
-    try:
-        import linecache
-        import traceback
-        linecache.cache["<snippet>"] = (len(code), None, code.splitlines(True), "<snippet>")
-        chain, tb = [], exc.__traceback__
-        while tb is not None:  # tb_next is cheap; extract_tb would read (and audit) every frame
-            chain.append(tb)
-            tb = tb.tb_next
-        frames = traceback.extract_tb(chain[-40:][0]) if chain else []
-        frames = [f for f in frames if f.filename != "<string>"]  # the prelude's own frames
-        last = traceback.format_exception_only(type(exc), exc)
-        text = "".join(traceback.format_list(frames) + last)
-        text = ("Traceback (most recent call last):\n" if frames else "") + text[-4000:]
-        if isinstance(exc, SyntaxError):
-            summary = type(exc).__name__ + ": " + str(exc)
-        else:
-            summary = last[0]
-        summary = " ".join(summary.split())[:2000]
-        if isinstance(exc, MemoryError):  # numpy raises a subclass with its own message
-            summary = "memory limit exceeded (" + summary + ")"
-    except BaseException:
-        text, summary = "", type(exc).__name__
-        summary = "memory limit exceeded (MemoryError)" if isinstance(exc, MemoryError) else summary
-    sys.stdout.flush()
-    sys.stderr.write(text + "\n\x1e[sandbox-error] " + summary + "\n")
-    sys.stderr.flush()
-
-
-def _main(argv):
-    import os
-    import builtins
-    import _ast
-    work, code_path, flags = argv[:3]
-    cpu, mem, fsize, nproc, nofile = map(int, argv[3:8])
-    sys.path.extend(p for p in argv[8:] if p not in sys.path)
-    sys.argv = ["<snippet>"]
-    _limits(cpu, mem, fsize, nproc, nofile)
-    with open(code_path, encoding="utf-8", errors="surrogatepass") as f:
-        code = f.read()
-    for stream in (sys.stdout, sys.stderr):
-        stream.reconfigure(encoding="utf-8", errors="backslashreplace", line_buffering=True)
-    sys.stdout = out = _Out(sys.stdout)
-    builtins.exit = builtins.quit = sys.exit  # no site module, no exit()/quit() otherwise
-    module = type(sys)("__main__")
-    namespace = module.__dict__
-    namespace["__builtins__"] = builtins
-    sys.modules["__main__"] = module
-    saved_builtins = dict(builtins.__dict__)  # restored before reporting: the snippet may clobber them
-    allow_sub = "s" in flags
-    _stub(allow_sub)
-    sys.addaudithook(_guard(os.path.realpath(work), allow_sub))
-    try:
-        tree = compile(code, "<snippet>", "exec", _ast.PyCF_ONLY_AST)
-        last = None
-        if "p" in flags and tree.body and type(tree.body[-1]) is _ast.Expr:
-            last = _ast.Expression(tree.body.pop().value)
-        exec(compile(tree, "<snippet>", "exec"), namespace)
-        if last is not None:
-            value = eval(compile(last, "<snippet>", "eval"), namespace)
-            if value is not None and not out.used:
-                print(value)
-    except SystemExit:
-        raise
-    except BaseException as exc:
-        builtins.__dict__.update(saved_builtins)
-        _report(exc, code, namespace)
-        sys.exit(1)
-
-
-_main(sys.argv[1:])
-'''

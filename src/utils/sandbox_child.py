@@ -1,0 +1,668 @@
+"""The child side of `utils.sandbox`: `python -I -S -B -c <import this file> key=value...` (as root or not).
+
+Imported from its directory (then removed from sys.path) rather than run as a script, so that its
+cached bytecode is used: compiling 600 lines on every run would cost milliseconds.
+
+Three processes, each trusted until the last one runs the snippet:
+
+* the supervisor (the process `run_python` started) unshares new mount, network, IPC and PID namespaces
+  where the kernel allows it, mounts one size- and inode-limited tmpfs for everything the snippet may
+  write (its working directory, /tmp, /var/tmp, /dev/shm, /run/lock), forks, waits, kills what is
+  left, and reports the exit status on a pipe that only it holds;
+* in a PID namespace, an init (PID 1, root) mounts a fresh /proc, forks the snippet's process, reaps
+  orphans, and passes the snippet's exit status on; when it exits the kernel kills everything left in
+  the namespace, and it dies with the supervisor (PR_SET_PDEATHSIG);
+* the snippet's process sets the rlimits, drops to the run's own uid, sets no_new_privs, restricts
+  itself with Landlock and seccomp, installs the audit hook (friendly errors only: it is not a
+  boundary) and runs the snippet. Its exception summary goes to a report pipe, not to stderr.
+
+Everything here uses the standard library only (ctypes for unshare, mount, prctl and Landlock).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+# ----------------------------------------------------------------------------------------------
+# Constants of the Linux ABI (x86-64 and arm64 share these numbers)
+
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID = 0x20000, 0x08000000, 0x40000000, 0x20000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 1, 38, 22, 2
+PR_SET_KEEPCAPS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_DAC_READ_SEARCH = 8, 47, 2, 2
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
+NAMESPACES = (("mount", CLONE_NEWNS), ("network", CLONE_NEWNET), ("ipc", CLONE_NEWIPC), ("pid", CLONE_NEWPID))
+SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # world-writable: replaced or cleaned
+
+
+def _libc():
+    import ctypes
+
+    return ctypes, ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        import ctypes
+
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Arguments: key=value strings (json would cost an import per run)
+
+
+def _parse(argv: list[str]) -> dict:
+    args = dict(item.split("=", 1) for item in argv)
+    for key in (
+        "cpu",
+        "mem",
+        "fsize",
+        "nproc",
+        "nofile",
+        "uid",
+        "report_fd",
+        "status_fd",
+        "files",
+        "tmpfs_mb",
+    ):
+        args[key] = int(args[key])
+    args["paths"] = [p for p in args["paths"].split(os.pathsep) if p]
+    return args
+
+
+# ----------------------------------------------------------------------------------------------
+# Supervisor
+
+
+def supervise(args: dict) -> None:
+    """Set up the namespaces, run the snippet's process (through an init where there is a PID
+    namespace), clean up, and write `rc=<status> layers=<names>` on the status pipe."""
+    status_fd = args["status_fd"]
+    with open(args["code_path"], encoding="utf-8", errors="surrogatepass") as f:
+        code = f.read()
+    layers = []
+    try:
+        namespaces = _unshare() if args["namespaces"] == "1" else []
+        if "mount" in namespaces:
+            _private_mounts(args)
+        layers = [f"{name}-namespace" for name in namespaces]
+        if os.geteuid() == 0:
+            layers.append("uid")
+    except Exception as exc:  # a broken setup is the sandbox's failure, reported as such
+        _send(status_fd, f"failure={type(exc).__name__}: {exc}")
+        os._exit(0)
+    inner_r, inner_w = os.pipe()  # the init's report of the snippet's status
+    child = os.fork()
+    if child == 0:
+        os.close(inner_r)
+        os.close(status_fd)
+        if "pid-namespace" in layers:
+            _init(args, code, layers, inner_w)
+        _snippet_process(args, code, layers, keep=(inner_w,))
+    os.close(inner_w)
+    state = {"done": False}
+
+    def stop(_signum, _frame):  # the parent's timeout: the init's death ends the whole namespace
+        if not state["done"]:
+            os.kill(child, signal.SIGKILL)
+
+    signal.signal(signal.SIGUSR1, stop)
+    signal.signal(signal.SIGTERM, stop)
+    os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT)  # a zombie: its pid cannot be reused yet
+    state["done"] = True
+    status = os.waitpid(child, 0)[1]
+    relayed = os.read(inner_r, 64).decode()
+    if relayed and os.WIFEXITED(status):
+        status = int(relayed)
+    if "pid-namespace" not in layers and "uid" in layers:
+        _kill_uid(args["uid"])
+    if "mount-namespace" not in layers and "uid" in layers:
+        _remove_owned(SHARED_WRITABLE, args["uid"])
+    _send(status_fd, f"rc={os.waitstatus_to_exitcode(status)} layers={','.join(layers)}")
+    os._exit(0)
+
+
+def _send(fd: int, line: str) -> None:
+    os.write(fd, (line + "\n").encode("utf-8", "backslashreplace"))
+
+
+def _unshare() -> list[str]:
+    """All four namespaces at once, else each that the kernel grants (a container may refuse all)."""
+    if os.geteuid() != 0:
+        return []
+    _, libc = _libc()
+    if libc.unshare(sum(flag for _, flag in NAMESPACES)) == 0:
+        return [name for name, _ in NAMESPACES]
+    return [name for name, flag in NAMESPACES if libc.unshare(flag) == 0]
+
+
+def _mount(source, target, fstype, flags: int, data=None) -> None:
+    _, libc = _libc()
+    enc = [None if v is None else v.encode() for v in (source, target, fstype, data)]
+    _check(libc.mount(enc[0], enc[1], enc[2], flags, enc[3]), f"mount {target}")
+
+
+def _private_mounts(args: dict) -> None:
+    """One tmpfs (bounded in bytes and inodes) holds the working directory and the shared writable
+    directories; it disappears with the namespace, however deep or large the snippet's tree."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    root, work, uid = args["root"], args["work"], args["uid"]
+    opts = f"size={args['tmpfs_mb']}m,nr_inodes={args['files'] + 8},mode=0711"  # 8: ours, below
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    os.chdir(root)  # sources below are relative: `root` itself may be hidden by the /tmp mount
+    names = {"/tmp": "tmp", "/var/tmp": "vartmp", "/dev/shm": "shm", "/run/lock": "lock"}
+    for name in ("work", *names.values()):
+        os.mkdir(name, 0o700)
+        os.chown(name, uid, uid)
+    for target, name in names.items():
+        if os.path.isdir(target):
+            _mount(name, target, None, MS_BIND)
+    os.makedirs(work, exist_ok=True)  # inside the new /tmp when `root` was under /tmp
+    _mount("work", work, None, MS_BIND)
+    os.chdir("/")
+
+
+def _init(args: dict, code: str, layers: list[str], report_w: int) -> None:
+    """PID 1 of the new namespace: runs the snippet's process and reaps orphans until it ends."""
+    _, libc = _libc()
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the supervisor killed: the namespace dies
+    if os.getppid() == 0 and "mount-namespace" in layers:  # our parent is outside the namespace
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    snippet = os.fork()
+    if snippet == 0:
+        _snippet_process(args, code, layers, keep=(report_w,))
+    while True:
+        pid, status = os.wait()
+        if pid == snippet:
+            os.write(report_w, str(status).encode())
+            os._exit(0)
+
+
+def _kill_uid(uid: int) -> None:
+    """Without a PID namespace: SIGKILL every process of the run's uid (kill(-1) as that uid)."""
+    helper = os.fork()
+    if helper == 0:
+        try:
+            os.setresuid(uid, uid, uid)
+            for _ in range(1000):  # a process with a pending SIGKILL cannot fork: this converges
+                os.kill(-1, signal.SIGKILL)
+        except OSError:  # ESRCH: none left
+            pass
+        os._exit(0)
+    os.waitpid(helper, 0)
+
+
+def _remove_owned(dirs, uid: int) -> None:
+    """Without a mount namespace: delete what the run's uid left in the shared writable directories."""
+    import shutil
+
+    for top in dirs:
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+            except (OSError, RecursionError):
+                continue
+
+
+# ----------------------------------------------------------------------------------------------
+# The snippet's process: limits, privileges, kernel confinement, then the snippet
+
+
+def _snippet_process(args: dict, code: str, layers: list[str], keep: tuple[int, ...]) -> None:
+    try:
+        os.chdir(args["work"])
+        _limits(args)
+        if "uid" in layers:
+            _drop_privileges(args["uid"], keep_reading=args["read_cap"] == "1")
+        _, libc = _libc()
+        _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")  # setuid binaries stay powerless
+        if _landlock(args["work"], "mount-namespace" in layers):
+            layers.append("landlock")
+        if args["seccomp"]:
+            _seccomp(bytes.fromhex(args["seccomp"]))
+            layers.append("seccomp")
+        for fd in keep:
+            os.close(fd)
+        os.write(args["report_fd"], f"layers\t{','.join(layers)}\t\n".encode())
+    except BaseException as exc:
+        os.write(args["report_fd"], f"failure\t{type(exc).__name__}\t{_one_line(str(exc), 500)}\n".encode())
+        os._exit(125)
+    _run_snippet(args, code)
+
+
+def _drop_privileges(uid: int, keep_reading: bool) -> None:
+    """Become the run's own uid with no groups. `keep_reading` keeps CAP_DAC_READ_SEARCH (ambient, so
+    that it survives exec): for a Python installed where other users cannot read (e.g. under /root).
+    It bypasses read permissions of files only: not ptrace checks (/proc/<pid>/environ), not writes."""
+    ctypes, libc = _libc()
+    if keep_reading:
+        _check(libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "keepcaps")
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    if not keep_reading:
+        return
+    bit = 1 << CAP_DAC_READ_SEARCH
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (ctypes.c_uint32 * 6)(bit, bit, bit, 0, 0, 0)  # effective, permitted, inheritable (x2)
+    _check(libc.capset(header, data), "capset")
+    _check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_DAC_READ_SEARCH, 0, 0), "ambient")
+
+
+def _limits(args: dict) -> None:
+    import resource as r
+
+    wanted = (
+        (r.RLIMIT_CPU, args["cpu"], args["cpu"] + 1),
+        (r.RLIMIT_AS, args["mem"], args["mem"]),
+        (r.RLIMIT_FSIZE, args["fsize"], args["fsize"]),
+        (r.RLIMIT_NPROC, args["nproc"], args["nproc"]),  # per uid: a fresh uid makes it per run
+        (r.RLIMIT_NOFILE, args["nofile"], args["nofile"]),
+        (r.RLIMIT_CORE, 0, 0),
+    )
+    for res, soft, hard in wanted:
+        cap = r.getrlimit(res)[1]
+        if cap != r.RLIM_INFINITY:
+            hard = min(hard, cap)
+            soft = min(soft, hard)
+        r.setrlimit(res, (soft, hard))
+
+
+def _landlock(work: str, private_tmp: bool) -> bool:
+    """Writes (create, delete, rename, link, fifo, device, truncate) only beneath the working directory
+    (and the private tmpfs mounts); TCP bind/connect refused; signals and abstract sockets scoped to
+    the sandbox (ABI 6). False where the kernel has no Landlock."""
+    ctypes, libc = _libc()
+    abi = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
+    if abi < 1:
+        return False
+    fs = (1 << 1) | sum(1 << b for b in range(4, 13))  # WRITE_FILE, REMOVE_*, MAKE_* (ABI 1)
+    fs |= (1 << 13 if abi >= 2 else 0) | (1 << 14 if abi >= 3 else 0)  # REFER, TRUNCATE
+
+    class Ruleset(ctypes.Structure):
+        _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+    class PathBeneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
+
+    ruleset = Ruleset(fs, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    fd = _check(libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(ruleset), size, 0), "landlock")
+    writable = [(work, fs)] + [(p, fs) for p in SHARED_WRITABLE if private_tmp and os.path.isdir(p)]
+    writable.append(("/dev/null", (1 << 1) | (1 << 14 if abi >= 3 else 0)))
+    for path, allowed in writable:
+        target = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        rule = PathBeneath(allowed, target)
+        _check(libc.syscall(SYS_LANDLOCK_ADD_RULE, fd, 1, ctypes.byref(rule), 0), f"landlock rule {path}")
+        os.close(target)
+    _check(libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, fd, 0), "landlock_restrict_self")
+    os.close(fd)
+    return True
+
+
+def _seccomp(program: bytes) -> None:
+    """Load the BPF program that the parent compiled with libseccomp (see sandbox._seccomp_program)."""
+    ctypes, libc = _libc()
+
+    class Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    prog = Fprog(len(program) // 8, program)
+    _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp")
+
+
+# ----------------------------------------------------------------------------------------------
+# The audit hook: friendly, early refusals with a clear message ("PermissionError: sandbox: ...").
+# It shares the snippet's process, so it is no boundary: the kernel layers above are. Everything it
+# uses is bound as a default argument, so monkeypatching modules or globals cannot change its answers.
+
+
+def _denied(*args, **kwargs):
+    raise PermissionError("sandbox: not allowed")
+
+
+def _stub(allow_sub):
+    # Calls that raise no audit event of their own.
+    import _posixsubprocess
+    import _signal
+    import posix
+
+    _signal.pidfd_send_signal = _denied
+    posix.mkfifo = posix.mknod = _denied
+    if not allow_sub:
+        _posixsubprocess.fork_exec = _denied
+
+
+def _guard(work, allow_sub):
+    """Build the audit hook (see the comment above). Its functions use only their parameters."""
+    import _stat
+    import posix
+
+    o_write = posix.O_WRONLY | posix.O_RDWR | posix.O_CREAT | posix.O_TRUNC | posix.O_APPEND
+    ours = []
+
+    def text(p, _fspath=posix.fspath, _str=str, _bytes=bytes, _type=type, _isinst=isinstance,
+             _dec=bytes.decode, _cat=str.__add__):  # fmt: skip
+        if _type(p) is not _str and _type(p) is not _bytes:
+            p = _fspath(p)
+        if _isinst(p, _bytes):
+            return _dec(p, "utf-8", "surrogateescape")
+        return _cat("", p)
+
+    def real(p, base=None, _lstat=posix.lstat, _readlink=posix.readlink, _islnk=_stat.S_ISLNK,
+             _cwd=posix.getcwd, _split=str.split, _rpart=str.rpartition, _sw=str.startswith,
+             _errors=(OSError, ValueError)):  # fmt: skip
+        """Resolve symlinks like the kernel does, with C functions only; missing parts stay as written."""
+        if not _sw(p, "/"):
+            p = (base or _cwd()) + "/" + p
+        todo, out, hops = _split(p, "/")[::-1], "", 0
+        while todo:
+            name = todo.pop()
+            if name == "" or name == ".":
+                continue
+            if name == "..":
+                out = _rpart(out, "/")[0]
+                continue
+            cand = out + "/" + name
+            try:
+                st = _lstat(cand)
+            except _errors:
+                out = cand
+                continue
+            if hops < 40 and _islnk(st.st_mode):
+                hops += 1
+                target = _readlink(cand)
+                if _sw(target, "/"):
+                    out = ""
+                todo.extend(_split(target, "/")[::-1])
+            else:
+                out = cand
+        return out or "/"
+
+    def fd_path(fd, _readlink=posix.readlink, _int=int, _type=type, _err=PermissionError):
+        if _type(fd) is not _int:
+            raise _err("sandbox: unexpected descriptor")
+        return _readlink("/proc/self/fd/" + _int.__repr__(fd))
+
+    def inside(r, _w=work, _ws=work + "/", _sw=str.startswith):
+        return r == _w or _sw(r, _ws)
+
+    def may_change(p, dir_fd=None, _text=text, _real=real, _fd=fd_path, _in=inside, _rpart=str.rpartition,
+                   _sw=str.startswith, _type=type, _int=int):  # fmt: skip
+        """May the snippet create, change or delete `p`: is it, and what it links to, inside?"""
+        if _type(p) is _int:
+            return _in(_fd(p))
+        p = _text(p)
+        base = _fd(dir_fd) if dir_fd is not None and dir_fd != -1 and not _sw(p, "/") else None
+        head, sep, tail = _rpart(p, "/")
+        if tail == "" or tail == "." or tail == "..":
+            itself = _real(p, base)
+        else:
+            itself = _real(head or ("/" if sep else "."), base) + "/" + tail
+        return _in(itself) and _in(_real(p, base))
+
+    def may_read(p, is_os_open, _text=text, _real=real, _in=inside, _split=str.split, _sw=str.startswith,
+                 _digit=str.isdigit, _pid=posix.getpid, _repr=int.__repr__, _stat_=posix.stat,
+                 _isdir=_stat.S_ISDIR, _errors=(OSError, ValueError)):  # fmt: skip
+        r = _real(_text(p))
+        if _sw(r, "/proc/"):
+            part = _split(r, "/")[2]
+            if _digit(part) and part != _repr(_pid()):
+                return False  # other processes' environment, memory, command line
+        if is_os_open and not _in(r):  # no descriptors of outside directories: they would serve as dir_fd
+            try:
+                return not _isdir(_stat_(r).st_mode)
+            except _errors:
+                return True
+        return True
+
+    def check_open(path, mode, flags, _may_change=may_change, _may_read=may_read, _real=real, _text=text,
+                   _ow=o_write, _type=type, _int=int, _str=str):  # fmt: skip
+        if _type(path) is _int:
+            return None  # an open descriptor: the kernel enforces its access mode
+        writes = _type(flags) is _int and flags & _ow
+        if _type(mode) is _str and ("w" in mode or "a" in mode or "x" in mode or "+" in mode):
+            writes = True
+        if writes:
+            if _real(_text(path)) == "/dev/null" or _may_change(path):
+                return None
+            return "for writing outside the working directory is not allowed"
+        return None if _may_read(path, mode is None) else "of this path is not allowed"
+
+    path_args = {  # event: (positions of the changed paths, positions of their dir_fd or None)
+        "os.remove": ((0,), (1,)), "os.rmdir": ((0,), (1,)), "os.mkdir": ((0,), (2,)),
+        "os.chmod": ((0,), (2,)), "os.chown": ((0,), (3,)), "os.utime": ((0,), (3,)),
+        "os.truncate": ((0,), (None,)), "os.rename": ((0, 1), (2, 3)), "os.setxattr": ((0,), (None,)),
+        "os.removexattr": ((0,), (None,)), "os.chflags": ((0,), (None,)), "os.lchflags": ((0,), (None,)),
+        "shutil.rmtree": ((0,), (1,)), "shutil.copyfile": ((1,), (None,)), "shutil.copymode": ((1,), (None,)),
+        "shutil.copystat": ((1,), (None,)), "shutil.copytree": ((1,), (None,)), "shutil.chown": ((0,), (None,)),
+        "shutil.move": ((0, 1), (None, None)),
+    }  # fmt: skip
+
+    def check_paths(event, args, _table=path_args, _may_change=may_change, _zip=zip):
+        paths, fds = _table[event]
+        for i, j in _zip(paths, fds):
+            if not _may_change(args[i], None if j is None else args[j]):
+                return "outside the working directory is not allowed"
+        return None
+
+    def check_signal(event, args, _getpid=posix.getpid, _getpgid=posix.getpgid, _allow=allow_sub):
+        target, own = args[0], _getpgid(0)
+        if event == "os.killpg":
+            return None if target == 0 or target == own else "is only allowed for the sandbox's own group"
+        if target == 0 or target == _getpid() or target == -own:
+            return None
+        if _allow and target > 1 and _getpgid(target) == own:
+            return None
+        return "is only allowed for the sandbox's own processes"
+
+    deny = frozenset((
+        "socket.__new__", "socket.bind", "socket.connect", "socket.getaddrinfo", "socket.gethostbyname",
+        "socket.gethostbyaddr", "socket.getnameinfo", "socket.sendto", "socket.sendmsg", "socket.sethostname",
+        "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.call_function", "ctypes.cdata",
+        "gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys.settrace", "sys.setprofile",
+        "os.symlink", "os.link", "resource.prlimit", "cpython.PyInterpreterState_New",
+    ))  # fmt: skip
+    process = frozenset(("os.fork", "os.forkpty", "os.posix_spawn", "os.exec", "os.spawn", "os.system",
+                         "subprocess.Popen", "os.startfile"))  # fmt: skip
+    no_reimport = frozenset(("posix", "_signal", "_posixsubprocess", "_testcapi", "_testinternalcapi",
+                             "_xxsubinterpreters", "_xxinterpchannels"))  # fmt: skip
+    introspect = frozenset(("object.__getattr__", "object.__setattr__", "object.__delattr__"))
+    watched = deny | process | introspect | frozenset(path_args) | frozenset((
+        "open", "import", "os.kill", "os.killpg", "resource.setrlimit", "ctypes.dlopen", "sqlite3.connect"))  # fmt: skip
+
+    def decide(event, args, _deny=deny, _process=process, _allow=allow_sub, _noimp=no_reimport,
+               _intro=introspect, _ours=ours, _table=path_args, _open=check_open, _paths=check_paths,
+               _signal=check_signal, _may_change=may_change, _type=type, _str=str):  # fmt: skip
+        if event in _deny or (event in _process and not _allow):
+            return "is not allowed"
+        if event == "open":
+            return _open(args[0], args[1], args[2])
+        if event in _table:
+            return _paths(event, args)
+        if event in _intro:
+            for f in _ours:
+                if args[0] is f:
+                    return "on the sandbox's own functions is not allowed"
+            return None
+        if event == "import":
+            return "again is not allowed" if args[0] in _noimp else None
+        if event == "os.kill" or event == "os.killpg":
+            return _signal(event, args)
+        if event == "resource.setrlimit":  # only RLIMIT_STACK (3): RLIMIT_AS bounds the stack anyway
+            return None if args[0] == 3 else "is not allowed"
+        if event == "ctypes.dlopen":  # dlopen(None) is what `import ctypes` does; symbols stay refused
+            return None if args[0] is None else "is not allowed"
+        if event == "sqlite3.connect":
+            db = args[0]
+            if (_type(db) is _str and (db == ":memory:" or db == "")) or _may_change(db):
+                return None
+            return "outside the working directory is not allowed"
+        return None
+
+    def hook(event, args, _watched=watched, _decide=decide, _err=PermissionError):
+        if event in _watched:
+            why = _decide(event, args)
+            if why is not None:
+                raise _err("sandbox: " + event + " " + why)
+
+    ours.extend((hook, decide, text, real, fd_path, inside, may_change, may_read, check_open, check_paths,
+                 check_signal, _denied))  # fmt: skip
+    return hook
+
+
+# ----------------------------------------------------------------------------------------------
+# Running the snippet, REPL style, and reporting its exception on the report pipe
+
+
+class _Out:
+    """sys.stdout that remembers whether anything was written (for the REPL-style last expression)."""
+
+    def __init__(self, stream):
+        self._stream, self.used = stream, False
+
+    def write(self, s):
+        if s:
+            self.used = True
+        return self._stream.write(s)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _one_line(text: str, limit: int) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def _exception_line(exc) -> tuple[str, str]:
+    """(qualified type name, message) as the last line of a traceback writes them."""
+    cls = type(exc)
+    name = (
+        cls.__qualname__
+        if cls.__module__ in ("builtins", "__main__")
+        else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    try:
+        message = str(exc)
+    except BaseException:
+        message = "<exception str() failed>"
+    return name, message
+
+
+def _report(exc, code, namespace, report_fd):
+    """The traceback (the snippet's and libraries' frames) to stderr for the reader; one line
+    `kind<TAB>type<TAB>message` to the report pipe, which the parent turns into `SandboxResult.error`."""
+    memory = isinstance(exc, MemoryError)
+    if memory:  # free the snippet's memory before formatting
+        namespace.clear()
+        tb = exc.__traceback__
+        while tb is not None:
+            try:
+                tb.tb_frame.clear()  # the locals of the snippet's functions
+            except RuntimeError:
+                pass  # a frame still running: ours
+            tb = tb.tb_next
+    name, message = _exception_line(exc)
+    try:
+        import linecache
+        import traceback
+
+        linecache.cache["<snippet>"] = (len(code), None, code.splitlines(True), "<snippet>")
+        chain, tb = [], exc.__traceback__
+        while tb is not None:  # tb_next is cheap; extract_tb would read (and audit) every frame
+            chain.append(tb)
+            tb = tb.tb_next
+        frames = traceback.extract_tb(chain[-40:][0]) if chain else []
+        frames = [f for f in frames if f.filename != __file__]  # not ours
+        text = "".join(traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc))
+        text = ("Traceback (most recent call last):\n" if frames else "") + text[-4000:]
+    except BaseException:
+        text = ""
+    sys.stdout.flush()
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+    kind = "memory" if memory else "exception"
+    line = f"{kind}\t{_one_line(name, 200)}\t{_one_line(message, 2000)}\n"
+    os.write(report_fd, line.encode("utf-8", "replace"))
+
+
+def _run_snippet(args: dict, code: str) -> None:
+    import _ast
+    import builtins
+
+    flags, report_fd = args["flags"], args["report_fd"]
+    sys.path.extend(p for p in args["paths"] if p not in sys.path)
+    sys.argv = ["<snippet>"]
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(encoding="utf-8", errors="backslashreplace", line_buffering=True)
+    sys.stdout = out = _Out(sys.stdout)
+    builtins.exit = builtins.quit = sys.exit  # no site module, no exit()/quit() otherwise
+    module = type(sys)("__main__")
+    namespace = module.__dict__
+    namespace["__builtins__"] = builtins
+    sys.modules["__main__"] = module
+    saved_builtins = dict(builtins.__dict__)  # restored before reporting: the snippet may clobber them
+    allow_sub = "s" in flags
+    _stub(allow_sub)
+    sys.addaudithook(_guard(os.path.realpath(args["work"]), allow_sub))
+    try:
+        tree = compile(code, "<snippet>", "exec", _ast.PyCF_ONLY_AST)
+        last = None
+        if "p" in flags and tree.body and type(tree.body[-1]) is _ast.Expr:
+            last = _ast.Expression(tree.body.pop().value)
+        exec(compile(tree, "<snippet>", "exec"), namespace)
+        if last is not None:
+            value = eval(compile(last, "<snippet>", "eval"), namespace)
+            if value is not None and not out.used:
+                print(value)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            _exit_now(exc.code or 0)
+        builtins.__dict__.update(saved_builtins)
+        _report(exc, code, namespace, report_fd)
+        _exit_now(1)
+    except BaseException as exc:
+        builtins.__dict__.update(saved_builtins)
+        _report(exc, code, namespace, report_fd)
+        _exit_now(1)
+    _exit_now(0)
+
+
+def _exit_now(code: int) -> None:
+    """What the interpreter's exit does that the snippet may rely on (its non-daemon threads, atexit
+    handlers, buffered output), without tearing the interpreter down: that costs milliseconds."""
+    try:
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            threading._shutdown()
+        import atexit
+
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    except BaseException:
+        pass
+    os._exit(code & 0xFF if code >= 0 else 255)
+
+
+def main(argv: list[str]) -> None:
+    supervise(_parse(argv))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
