@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,22 +74,36 @@ KILLER = textwrap.dedent("""
 
     class Kill(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 5:
+            if state.global_step == {kill_at}:
                 os._exit(9)  # a Kaggle session dying: no cleanup, no final save
 
     t._train({model!r}, {out!r}, callbacks=(Kill(),))
 """)
 
 
-def test_training_killed_part_way_resumes_to_the_same_adapter(tiny_model, tmp_path):
-    from pathlib import Path
-
+def _train_and_kill(tiny_model, out_dir, kill_at: int) -> None:
     here = Path(__file__).resolve().parent
     script = KILLER.format(
-        src=str(here.parent / "src"), tests=str(here), model=str(tiny_model), out=str(tmp_path / "b")
+        src=str(here.parent / "src"),
+        tests=str(here),
+        model=str(tiny_model),
+        out=str(out_dir),
+        kill_at=kill_at,
     )
     killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert killed.returncode == 9, killed.stderr[-2000:]
+
+
+def _same_adapter(a_dir, b_dir) -> None:
+    a = load_file(a_dir / "final" / "adapter_model.safetensors")
+    b = load_file(b_dir / "final" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+
+
+def test_training_killed_part_way_resumes_to_the_same_adapter(tiny_model, tmp_path):
+    _train_and_kill(tiny_model, tmp_path / "b", kill_at=5)
     assert last_checkpoint(tmp_path / "b").endswith("checkpoint-3")
     assert not (tmp_path / "b" / "final").exists()
 
@@ -119,3 +135,51 @@ def test_checkpoints_of_another_run_are_not_resumed(tiny_model, tmp_path):
             peft_config=LoraSettings(r=8, alpha=16, dropout=0.0).peft_config(),
         )
     assert result.resumed_from is None and result.steps == 8
+
+
+@pytest.fixture(scope="module")
+def killed_after_two_checkpoints(tiny_model, tmp_path_factory) -> Path:
+    """A run killed at step 7 of 8: checkpoints 3 and 6 on disk, no final adapter."""
+    out = tmp_path_factory.mktemp("killed") / "run"
+    _train_and_kill(tiny_model, out, kill_at=7)
+    assert [p.name for p in sorted(out.glob("checkpoint-*"))] == ["checkpoint-3", "checkpoint-6"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    _train(tiny_model, out)
+    return out
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    ["optimizer.pt", "adapter_model.safetensors", "scheduler.pt", "rng_state.pth", "trainer_state.json"],
+)
+def test_a_rerun_after_a_corrupted_checkpoint_finishes_training(
+    tiny_model, tmp_path, killed_after_two_checkpoints, uninterrupted, damaged
+):
+    """A truncated file in the newest checkpoint: the rerun names it, resumes the previous checkpoint and
+    ends with the adapter an uninterrupted run gives."""
+    run = tmp_path / "run"
+    shutil.copytree(killed_after_two_checkpoints, run)
+    bad = run / "checkpoint-6" / damaged
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    with pytest.warns(UserWarning, match=f"damaged checkpoint removed: {bad}"):
+        result = _train(tiny_model, run)
+    assert result.resumed_from == str(run / "checkpoint-3") and result.steps == 8
+    _same_adapter(uninterrupted, run)
+
+
+def test_a_rerun_with_every_checkpoint_corrupted_starts_afresh(
+    tiny_model, tmp_path, killed_after_two_checkpoints, uninterrupted
+):
+    run = tmp_path / "run"
+    shutil.copytree(killed_after_two_checkpoints, run)
+    for step in (3, 6):
+        (run / f"checkpoint-{step}" / "optimizer.pt").write_bytes(b"")
+    with pytest.warns(UserWarning, match="damaged checkpoint removed"):
+        result = _train(tiny_model, run)
+    assert result.resumed_from is None and result.steps == 8
+    _same_adapter(uninterrupted, run)

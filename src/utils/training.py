@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from utils.checkpoints import STATE_FILE, checkpoint_folders, last_valid_checkpoint
 from utils.io import atomic_write_json, fingerprint
 from utils.modeling import pick_dtype
 from utils.profiling import measure
@@ -113,9 +114,10 @@ def _use_packing(setting, device: torch.device) -> bool:
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest complete `checkpoint-N` folder (one with trainer state), or None."""
-    ckpts = [p for p in Path(output_dir).glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    return str(max(ckpts, key=lambda p: int(p.name.split("-")[-1]))) if ckpts else None
+    """The newest complete `checkpoint-N` folder (one with trainer state), or None; whether its files load
+    is `utils.checkpoints.last_valid_checkpoint`'s question."""
+    ckpts = [p for p in checkpoint_folders(output_dir) if (p / STATE_FILE).is_file()]
+    return str(ckpts[0]) if ckpts else None
 
 
 RUN_FILE = "run.json"
@@ -137,12 +139,18 @@ def run_fingerprint(model, config: TrainingConfig, train_rows: list[dict], peft_
     return fingerprint(parts)
 
 
-def resumable_checkpoint(output_dir: Path, key: str) -> str | None:
-    """The last checkpoint of the same run, or None. Checkpoints of another run (a different model, recipe
-    or data in the same folder) are removed, with a warning: resuming them would train the wrong thing."""
+def resumable_checkpoint(output_dir: str | Path, key: str) -> str | None:
+    """The newest checkpoint of the same run whose files all load, or None (train afresh).
+
+    Checkpoints of another run (a different model, recipe or data in the same folder), or of a run whose
+    `run.json` is unreadable, are removed with a warning: resuming them would train the wrong thing. A
+    damaged checkpoint (a truncated weight, optimizer, scheduler, RNG or state file) is removed with a
+    warning naming the file, and the one before it is resumed: a rerun never crashes on a bad checkpoint.
+    """
+    output_dir = Path(output_dir)
     recorded = output_dir / RUN_FILE
-    same = recorded.is_file() and json.loads(recorded.read_text()).get("fingerprint") == key
-    stale = [p for p in output_dir.glob("checkpoint-*") if p.is_dir()]
+    same = recorded_fingerprint(recorded) == key
+    stale = checkpoint_folders(output_dir)
     if stale and not same:
         warnings.warn(
             f"{output_dir}: its {len(stale)} checkpoint(s) come from another run (model, recipe or data "
@@ -152,7 +160,22 @@ def resumable_checkpoint(output_dir: Path, key: str) -> str | None:
         for p in stale:
             shutil.rmtree(p)
     atomic_write_json(recorded, {"fingerprint": key})
-    return last_checkpoint(output_dir) if same else None
+    return last_valid_checkpoint(output_dir, remove_damaged=True) if same else None
+
+
+def recorded_fingerprint(path: Path) -> str | None:
+    """The fingerprint `run.json` records, or None when it is absent or damaged (a warning names it)."""
+    if not path.is_file():
+        return None
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        return recorded["fingerprint"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        warnings.warn(
+            f"{path}: unreadable ({type(e).__name__}: {e}); its checkpoints cannot be matched to this run",
+            stacklevel=3,
+        )
+        return None
 
 
 def sft_config(config: TrainingConfig, output_dir: str | Path, model, has_eval: bool):
