@@ -366,11 +366,15 @@ def test_a_byte_that_is_not_utf8_names_file_and_line(data_dir, tmp_path, monkeyp
 def test_a_truncated_copy_is_an_error_not_a_smaller_set(data_dir, tmp_path, monkeypatch, name):
     monkeypatch.setattr(utils.answers, "parse_integer_answer", fast_parse)
     path = _copy(data_dir, tmp_path, name, lambda d: d[: d.rindex(b"\n", 0, len(d) * 2 // 3) + 1])
-    with pytest.raises(DataError) as err:
-        load(name, tmp_path)
-    assert err.value.path == path
+    for loading in (lambda: load(name, tmp_path), lambda: DATASETS[name].loader(path)):
+        with pytest.raises(DataError) as err:
+            loading()
+        assert err.value.path == path
     if path.suffix == ".jsonl":  # a CSV may be cut inside a quoted problem: an unterminated quote then
         assert f"but MANIFEST.md lists {DATASETS[name].expected_records}" in str(err.value)
+        sample = tmp_path / f"sample{path.suffix}"  # the same records under another name: a sample, no error
+        sample.write_bytes(path.read_bytes())
+        assert 0 < len(DATASETS[name].loader(sample)) < DATASETS[name].expected_records
 
 
 @pytest.mark.realdata
@@ -383,6 +387,15 @@ def test_an_empty_or_binary_file_is_an_error(data_dir, tmp_path, name, content):
     assert err.value.path == path and str(path) in str(err.value)
     if content.startswith(b"\x00"):
         assert "binary" in str(err.value) and err.value.line == 1
+
+
+@pytest.mark.realdata
+def test_a_truncated_sample_submission_is_an_error(data_dir, tmp_path):
+    path = tmp_path / SAMPLE_SUBMISSION
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"".join((data_dir / SAMPLE_SUBMISSION).read_bytes().splitlines(keepends=True)[:3]))
+    with pytest.raises(DataError, match="2 records, but MANIFEST.md lists 3"):
+        load_sample_submission(path)
 
 
 def test_csv_header_only_and_bad_quoting(tmp_path):

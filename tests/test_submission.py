@@ -294,9 +294,9 @@ def test_predict_takes_whatever_kaggles_gateway_hands_it(tmp_path, monkeypatch):
     finally:
         for name in [n for n in sys.modules if n.startswith("kaggle_evaluation")]:
             del sys.modules[name]
-    assert seen == ["12", "What is 2+2?", "3"]  # text; the empty problem never reaches the solver
-    assert [(r["id"].item(0), r["answer"].item(0)) for r in replies] == [("a", 0), ("b", 4), ("c", 4), (7, 4)]
-    assert [r.error for r in result.records] == ["empty problem", None, None, None]
+    assert seen == ["", "12", "What is 2+2?", "3"]  # always text
+    assert [(r["id"].item(0), r["answer"].item(0)) for r in replies] == [("a", 4), ("b", 4), ("c", 4), (7, 4)]
+    assert result.n_fallbacks == 0
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ iterate over the sets; `load_all` loads every set present in a folder.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -222,9 +223,34 @@ def _split_of(path: PathLike) -> str:
     return Path(path).stem  # train.jsonl -> "train"
 
 
+def _manifest_checked(loader: Callable[[PathLike], list]) -> Callable[[PathLike], list]:
+    """`loader`, raising a DataError when it reads a registered file (`.../gsm8k/train.jsonl`) that holds
+    fewer records than the MANIFEST lists: a truncated or partial copy would otherwise shrink every count
+    and score downstream without a word. Files under other names (a sample, a test's copy) are not checked."""
+
+    @functools.wraps(loader)
+    def load_checked(path: PathLike) -> list:
+        records = loader(path)
+        for d in DATASETS.values():
+            if d.loader is load_checked:
+                _check_count(path, len(records), d.path, d.expected_records, d.name)
+        return records
+
+    return load_checked
+
+
+def _check_count(path: PathLike, n: int, registered_path: str, expected: int, name: str) -> None:
+    posix = Path(path).as_posix()
+    if (posix == registered_path or posix.endswith("/" + registered_path)) and n < expected:
+        raise DataError(
+            path, None, None, f"{n} records, but MANIFEST.md lists {expected} for {name} (a truncated copy?)"
+        )
+
+
 # ---------------------------------------------------------------- one loader per data set
 
 
+@_manifest_checked
 def load_gsm8k(path: PathLike) -> list[Problem]:
     """GSM8K (`gsm8k/train.jsonl`, `gsm8k/test.jsonl`): the answer follows `#### ` ("1,000" allowed)."""
     split, ids, out = _split_of(path), _IdChecker(path), []
@@ -252,6 +278,7 @@ def _math_id(unique_id: str) -> str:
     return unique_id.removesuffix(".json").replace("/", "-")
 
 
+@_manifest_checked
 def load_math(path: PathLike) -> list[Problem]:
     """Hendrycks MATH (`math/train.jsonl`, `math/test.jsonl`): the answer is the solution's last `\\boxed{}`."""
     ids, out = _IdChecker(path), []
@@ -281,6 +308,7 @@ def load_math(path: PathLike) -> list[Problem]:
     return out
 
 
+@_manifest_checked
 def load_math500(path: PathLike) -> list[Problem]:
     """MATH-500 (`math/math500.jsonl`), a subset of MATH test with an `answer` field."""
     ids, out = _IdChecker(path), []
@@ -307,6 +335,7 @@ def load_math500(path: PathLike) -> list[Problem]:
     return out
 
 
+@_manifest_checked
 def load_aime(path: PathLike) -> list[Problem]:
     """AIME 1983-2024 (`aime/aime_1983_2024.jsonl`); ids such as `aime-1983-1`, `aime-2022-I-1`."""
     ids, out = _IdChecker(path), []
@@ -331,6 +360,7 @@ def load_aime(path: PathLike) -> list[Problem]:
     return out
 
 
+@_manifest_checked
 def load_aime2025(path: PathLike) -> list[Problem]:
     """AIME 2025 (`aime/aime_2025.jsonl`): no ids in the file; it lists AIME I 1-15, then AIME II 1-15."""
     ids, out = _IdChecker(path), []
@@ -389,11 +419,13 @@ def _load_aimo_validation(path: PathLike, source: str) -> list[Problem]:
     return out
 
 
+@_manifest_checked
 def load_aimo_val_aime(path: PathLike) -> list[Problem]:
     """AI-MO validation AIME 2022-24 (`aimo_validation/aime.jsonl`): answers are strings."""
     return _load_aimo_validation(path, "aimo_val_aime")
 
 
+@_manifest_checked
 def load_aimo_val_amc(path: PathLike) -> list[Problem]:
     """AI-MO validation AMC 2022-23 (`aimo_validation/amc.jsonl`): answers are numbers, no solutions."""
     return _load_aimo_validation(path, "aimo_val_amc")
@@ -426,16 +458,19 @@ def _load_kaggle_csv(path: PathLike, source: str, with_answer: bool) -> list[Pro
     return out
 
 
+@_manifest_checked
 def load_aimo1_train(path: PathLike) -> list[Problem]:
     """Kaggle AIMO 1 `train.csv` (id, problem, answer); the Kaggle id is kept in `metadata["kaggle_id"]`."""
     return _load_kaggle_csv(path, "aimo1_train", with_answer=True)
 
 
+@_manifest_checked
 def load_aimo1_test(path: PathLike) -> list[Problem]:
     """Kaggle AIMO 1 `test.csv` (id, problem): no answers."""
     return _load_kaggle_csv(path, "aimo1_test", with_answer=False)
 
 
+@_manifest_checked
 def load_aimo2_reference(path: PathLike) -> list[Problem]:
     """Kaggle AIMO 2 `reference.csv` (id, problem, answer)."""
     return _load_kaggle_csv(path, "aimo2_reference", with_answer=True)
@@ -452,6 +487,7 @@ def load_sample_submission(path: PathLike) -> dict[str, int]:
             out[kaggle_id] = int(row["answer"].strip())
         except ValueError:
             raise DataError(path, line, "answer", f"expected an integer, got {row['answer']!r:.40}") from None
+    _check_count(path, len(out), SAMPLE_SUBMISSION, SAMPLE_SUBMISSION_RECORDS, "sample_submission")
     return out
 
 
@@ -471,6 +507,7 @@ def _check_messages(messages: list, path: PathLike, line: int) -> str:
     return messages[0]["content"]
 
 
+@_manifest_checked
 def load_tora(path: PathLike) -> list[Problem]:
     """ToRA tool-integrated examples (`tir/tora_examples.jsonl`).
 
@@ -513,19 +550,8 @@ class DataSet:
     expected_records: int
 
     def load(self, data_dir: PathLike) -> list[Problem]:
-        """The set's problems; fewer than the MANIFEST lists is a DataError (a truncated or partial copy
-        would otherwise shrink every count and score downstream without a word)."""
-        path = Path(data_dir) / self.path
-        problems = self.loader(path)
-        if len(problems) < self.expected_records:
-            raise DataError(
-                path,
-                None,
-                None,
-                f"{len(problems)} records, but MANIFEST.md lists {self.expected_records} for {self.name} "
-                "(a truncated or partial copy?)",
-            )
-        return problems
+        """The set's problems; fewer than the MANIFEST lists is a DataError (see `_manifest_checked`)."""
+        return self.loader(Path(data_dir) / self.path)
 
 
 DATASETS: dict[str, DataSet] = {
@@ -548,6 +574,7 @@ DATASETS: dict[str, DataSet] = {
 }
 # Read with load_sample_submission: it holds no problems, so it is not in DATASETS.
 SAMPLE_SUBMISSION = "kaggle/aimo1/sample_submission.csv"
+SAMPLE_SUBMISSION_RECORDS = 3
 
 
 def load(name: str, data_dir: PathLike) -> list[Problem]:

@@ -136,8 +136,6 @@ class _Answerer:
     def _solve(self, solver: Solver | None, problem: str, deadline: float) -> tuple[Any, str | None]:
         if solver is None:
             return None, "no solver (loading it failed)"
-        if not problem.strip():
-            return None, "empty problem"
         if self.budget.clock() >= deadline:
             return None, "no time left in the budget"
         # A watchdog, not trust: a solver stuck where it never checks its deadline is abandoned at
@@ -367,7 +365,10 @@ def _retire_previous_submission(out: Path) -> None:
     for name in SUBMISSION_FILES:
         old = out / name
         if old.is_file():
-            os.replace(old, out / f"{name}.previous")
+            try:
+                os.replace(old, out / f"{name}.previous")
+            except OSError:
+                continue  # an unwritable --out: the checks that follow report it
             print(f"moved the previous {old} to {name}.previous")
 
 
