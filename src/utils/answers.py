@@ -72,11 +72,18 @@ _TRAILING_WORDS_RE = re.compile(r"(?<=[\d}])\s+(?![ei]\b)[A-Za-z][A-Za-z .\-]*$"
 # right after a digit or bracket is a factorial: "5!=120" is 5! = 120.
 _RELATION_RE = re.compile(
     r"[<>\u2260\u2264\u2265]|(?<![\d)}!])!=|"
-    r"\\(?:neq?|not|notin|leq?|geq?|leqq|geqq|leqslant|geqslant|lt|gt|ll|gg|in|equiv|subset|subseteq|"
+    r"\\(?:neq?|not|notin|leq?|geq?|leqq|geqq|leqslant|geqslant|lt|gt|ll|gg|in|subset|subseteq|"
     r"supset|supseteq|sim|propto|mid|nmid|pm|mp)(?![A-Za-z])"
 )
-_EQUALS_RE = re.compile(r"=|\\approx(?![A-Za-z])|\\simeq(?![A-Za-z])|\u2248")  # the value is the last side
-_EXPENSIVE_RE = re.compile(r"\\uparrow")  # Knuth arrows; powers and factorials: see _storage_digits
+# The value is the last side: "x = 5", "\\approx 42", "2^{100} \\equiv 2 \\pmod 7".
+_EQUALS_RE = re.compile(r"=|\\(?:approx|simeq|equiv)(?![A-Za-z])|[\u2248\u2261]")
+# A residue's modulus after its value: "42 \\pmod{1000}", "2 (\\bmod 7)".
+_MODULUS_NOTE_RE = re.compile(r"\s*(?:\\pmod\s*(?:\{[^{}]*\}|\d+)|\(\s*\\b?mod\s*\{?\s*\d+\s*\}?\s*\))$")
+# "\\max\\{3, 7\\}" is "\\max(3, 7)".
+_SET_ARGUMENTS_RE = re.compile(rf"(\\(?:{_FUNCTIONS})|\{{(?:{_FUNCTIONS})\}})\s*\\\{{([^{{}}]*?)\\\}}")
+# No value to compute: Knuth arrows (powers and factorials: see _storage_digits), repeating decimals
+# ("0.\\overline{9}"), elided digits or terms ("99\\cdots9", "1, 2, \\ldots").
+_REFUSED_RE = re.compile(r"\\(?:uparrow|overline|dot|ddot|cdots|ldots|dots)(?![A-Za-z])")
 _EQUATION_LHS_RE = re.compile(r"\d\s*[A-Za-z]")  # a coefficient: "2x", "11 z"
 _SEVERAL_RE = re.compile(r",|;|\\text|\bor\b|\band\b")
 _MIXED_RE = re.compile(r"(\d)\s*(\\[dt]?frac)")  # "4\frac{1}{2}" is 4 1/2, not 4 * 1/2
@@ -112,6 +119,7 @@ def _clean(expr: str) -> str:
     s = _LATEX_GROUP_SEP_RE.sub("", s.replace("\u2212", "-")).replace("{,}", ",")
     s = _UNIT_RE.sub(" ", s)  # before _DROP_RE, which would eat the "$" of "\$" and the "\text" of units
     s = _DROP_RE.sub("", s)
+    s = _SET_ARGUMENTS_RE.sub(r"\1(\2)", s.replace("\\bmod", "\\mod"))  # math_verify misreads \bmod
     s = _FUNCTION_CALL_RE.sub(lambda m: _FUNCTION_LATEX[m.group(1).lower()], s)
     s = _INFIX_FRACTION_RE.sub(_infix_to_prefix, s)  # "{16 \choose 2}" is \binom{16}{2}, not 16 then 2
     s = _CHOICE_RE.sub("", s)  # "\textbf{(D)}\ 120": the value after a multiple-choice label
@@ -125,7 +133,7 @@ def _clean(expr: str) -> str:
         head, s = _mask_call_commas(s[: last_equals.start()]), s[last_equals.end() :]
         if _EQUATION_LHS_RE.search(head) or _SEVERAL_RE.search(head):
             return ""  # unless it is an equation to solve ("2x = 10") or several ("x=2 \text{ or } x=3")
-    s = _TRAILING_WORDS_RE.sub("", s.strip())
+    s = _MODULUS_NOTE_RE.sub("", _TRAILING_WORDS_RE.sub("", s.strip()))
     s = _MIXED_RE.sub(r"\1+\2", s)
     return re.sub(r"\.\s*$", "", s.strip()).strip()
 
@@ -393,7 +401,7 @@ def _latex_to_int(expr: str) -> int | None:
     if fast is not None:
         return fast
     too_deep = _depth(s, "([", ")]") > _MAX_PAREN_DEPTH or _depth(s, "{", "}") > _MAX_EVAL_BRACE_DEPTH
-    if len(s) > _MAX_EXPR_CHARS or too_deep or _EXPENSIVE_RE.search(s):
+    if len(s) > _MAX_EXPR_CHARS or too_deep or _REFUSED_RE.search(s):
         return None  # math_verify's parser slows down steeply with nesting
     checked = _THOUSANDS_RE.sub(
         lambda m: m.group(0).replace(",", ""), _mask_call_commas(s)
@@ -503,6 +511,11 @@ _PHRASE_RE = re.compile(
     r"\banswers?(?:\s+(?:to|for|of)\b[^.\n$]{0,60}?)?\s+(?:is|would\s+be|will\s+be|should\s+be))\s*:?",
     re.IGNORECASE,
 )
+# After a box, only a statement of the answer overrides it: not "We may check our answer: $17 \cdot 44 ...$".
+_CLOSING_PHRASE_RE = re.compile(
+    r"(?:final\s+answer(?:\s+is|\s*[:=])?|^[^\w\n]*answer\s*[:=]|\bthe\s+answer\s+is)\s*:?",
+    re.IGNORECASE | re.MULTILINE,
+)
 _MATH_CHUNK_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")  # prose, not a LaTeX command or a variable
 # A number in prose, with a sign only where it cannot be a dash ("3-5"), read with what binds to it:
@@ -515,6 +528,8 @@ _BARE_NUM_RE = re.compile(
     rf"(?:\s*/\s*(?>{_UNSIGNED})|\s*\^\s*(?:\d+|\{{\s*\d+\s*\}}))?(?P<glued>[A-Za-z]|,\d)?"
 )
 _LEADING_NUM_RE = re.compile(rf"^\$?\s*({_NUM})(?=\s+[A-Za-z(]|\s*(?:,(?!\s*\d)|[;:!?)])|\s*$|\s*\.(?!\d))")
+_SEVERAL_NUMBERS_RE = re.compile(rf"^\$?\s*{_NUM}\s*\$?\s*(?:,\s*)?(?:and|or)\s+\$?\s*[-\u2212]?\d")
+_LIST_TAIL_RE = re.compile(r"\d\s*[,;]\s*(?:(?:and|or)\s+)?$")  # the number follows "1, 2, and "
 _SPECIAL_TOKEN_RE = re.compile(r"<\|[^<>\n]{0,40}?\|>|<\uff5c[^<>\n]{0,40}?\uff5c>|</?s>")  # <|im_end|>, </s>
 _FENCE_RE = re.compile(r"^[ \t]*```[ \t]*(\w*)")
 _MAX_TEXT_CHARS = 200_000  # the tail of a longer output is read (~50k tokens; answers come last)
@@ -562,7 +577,9 @@ def _read_answer(text: str) -> int | None:
     pairs = _brace_pairs(text) if _BOX_RE.search(text) else {}
     boxed, box_end = _last_box(text, pairs)
     if boxed is not None:
-        found, value = _from_phrase(text[box_end:])  # a closing "The final answer is 13" after \boxed{12}
+        found, value = _from_phrase(
+            text[box_end:], _CLOSING_PHRASE_RE
+        )  # "The final answer is 13" after \boxed{12}
         return value if found and value is not None else _latex_to_int(boxed)
     body = _drop_unclosed_box(text, pairs)
     found, value = _from_phrase(body)
@@ -611,10 +628,10 @@ def _drop_unclosed_box(text: str, pairs: dict[int, int]) -> str:
     return text
 
 
-def _from_phrase(text: str) -> tuple[bool, int | None]:
+def _from_phrase(text: str, phrases: re.Pattern = _PHRASE_RE) -> tuple[bool, int | None]:
     """(found, value) for the last answer phrase that is followed by something."""
     plain = text.replace("**", "").replace("__", "")
-    for m in list(_PHRASE_RE.finditer(plain))[-_MAX_PHRASES:][::-1]:
+    for m in list(phrases.finditer(plain))[-_MAX_PHRASES:][::-1]:
         found, value = _segment_value(_segment_after(plain, m.end()))
         if found:
             return True, value
@@ -632,7 +649,8 @@ def _segment_after(text: str, pos: int) -> str:
     line = _head(line.strip(), _MAX_SEGMENT_CHARS)
     if _MATH_CHUNK_RE.match(line):
         return line  # "$x = 3.5$." must not be cut at the decimal point
-    return re.split(r"\.(?:\s|$)", line, maxsplit=1)[0].strip()
+    sentence = re.split(r"\.(?:\s|$)", line, maxsplit=1)[0].strip()
+    return re.sub(r"(?<=\d)!$", "", sentence)  # "The answer is 5!" is excited, not 120
 
 
 def _line_at(text: str, pos: int) -> str:
@@ -646,6 +664,8 @@ def _segment_value(segment: str) -> tuple[bool, int | None]:
     chunk = _MATH_CHUNK_RE.match(segment)
     if chunk and not _WORD_RE.search(_chunk_text(chunk)):
         return True, _latex_to_int(_chunk_text(chunk))  # "$\frac{1}{2}$" decides: None
+    if _SEVERAL_NUMBERS_RE.match(segment):
+        return True, None  # "3 and 5", "$2$ or $3$": two answers are no integer answer
     lead = _LEADING_NUM_RE.match(segment)  # "42 apples", "$18 per day", "72, since ..."
     if re.search(r"[\d\\]", segment) and not _WORD_RE.search(segment.replace("\\text", "")):
         value = _latex_to_int(segment)  # pure math: "1{,}000", "\frac{12}{4}", "x = 5"
@@ -694,8 +714,9 @@ def _last_value_in_line(line: str) -> int | None:
         if re.search(r"\d", _chunk_text(c)):  # "$n$" in "42 is the value of $n$" is no answer
             candidates.append((c.end(), _chunk_text(c)))
     masked = _MATH_CHUNK_RE.sub(lambda c: " " * len(c.group(0)), line)
-    for n in _BARE_NUM_RE.finditer(masked):  # "2x", "1,000.99m", "3,5": the last number, but no value
-        candidates.append((n.end(), "" if n.group("glued") else n.group(0)))
+    for n in _BARE_NUM_RE.finditer(masked):  # "2x", "1,000.99m", "3,5", "[1, 2, 3]": last, but no value
+        listed = _LIST_TAIL_RE.search(masked, 0, n.start())
+        candidates.append((n.end(), "" if n.group("glued") or listed else n.group(0)))
     if not candidates:
         return None
     return _latex_to_int(max(candidates, key=lambda c: c[0])[1])
