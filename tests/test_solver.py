@@ -187,6 +187,36 @@ def test_a_first_call_that_stalls_answers_at_the_deadline_plus_grace_and_blocks_
         model.release.set()
 
 
+def test_a_stalled_first_generation_in_a_submission_run_costs_its_share_not_the_run(
+    tok, tmp_path, monkeypatch
+):
+    """The run of the finding: the first call's generate stalls (here for 60 s) on a 10 s budget."""
+    from utils.submission import run_submission
+
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
+    problems = tmp_path / "problems.csv"
+    problems.write_text("id,problem\nfirst,Stall here\nsecond,Then answer\n")
+    model = StallingLM(tok, boxed("42"), stall_on=(0,))
+    config = SolverConfig(mode="reasoning", samples=1, grace_s=0.5)
+    try:
+        start = time.monotonic()
+        result = run_submission(
+            problems_csv=problems,
+            competition="aimo3",
+            out_dir=tmp_path,
+            time_budget_s=10,
+            solver_factory=lambda: Solver(model, tok, config),
+            seed=0,
+        )
+        elapsed = time.monotonic() - start
+    finally:
+        model.release.set()
+    first, second = sorted(result.records, key=lambda r: r.seconds, reverse=True)
+    assert first.answer == 0 and first.seconds < first.allotted + 0.5 + 0.5  # deadline + grace + slack
+    assert second.answer == 42 and second.error is None
+    assert elapsed < 10
+
+
 def test_a_stall_after_some_waves_answers_from_their_votes(tok):
     model = StallingLM(tok, boxed("7"), stall_on=(1,))
     solver = Solver(model, tok, SolverConfig(mode="reasoning", samples=6, wave_size=2, grace_s=0.2))

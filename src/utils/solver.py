@@ -64,7 +64,7 @@ class SolverConfig:
     # printed, when it ran and printed one (a small model may compute right and copy the result wrong)
     answer_from: str = "boxed"
     # Seconds past the deadline before a stalled generation is abandoned: time for the last decoding step
-    # and the vote of a generation that honours its deadline (utils.submission waits longer, 5 s).
+    # and the vote of a generation that honours its deadline (utils.submission waits longer, 3 s).
     grace_s: float = 2.0
 
     def __post_init__(self) -> None:

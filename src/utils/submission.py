@@ -48,7 +48,7 @@ Solver = Callable[[str, float], Any]  # solver(problem, deadline on time.monoton
 FALLBACK_ANSWER = 0
 # How long past its deadline a solver may run before its answer is given up for the fallback. A solver that
 # honours its deadline stops within a decoding step or two; one stuck where no check runs is abandoned.
-SOLVER_GRACE_S = 5.0
+SOLVER_GRACE_S = 3.0  # longer than SolverConfig.grace_s (2 s), so a Solver answers from its own samples first
 
 
 class SolverLoadError(RuntimeError):
