@@ -251,6 +251,8 @@ def _spawn_and_collect(cfg: SandboxConfig, root: str, work: str, code_path: str,
         _kill_group(proc.pid, token)  # before reaping: the group id cannot have been reused yet
         _drain(pipes)
         proc.wait()
+        if os.geteuid() == 0 and b"rc=" not in status.buf:  # the supervisor died before its clean-up
+            _kill_uid(uid)
         for fd in (proc.stdout, proc.stderr, report_r, status_r):
             fd.close() if hasattr(fd, "close") else os.close(fd)
     return _result(cfg, proc.returncode, stop, out, err, report, status)
@@ -291,7 +293,8 @@ def _launcher() -> str:
     import py_compile
     from importlib.util import cache_from_source
 
-    if not os.path.exists(cache_from_source(CHILD_PROGRAM)):
+    cached = cache_from_source(CHILD_PROGRAM)
+    if not os.path.exists(cached) or os.path.getmtime(cached) < os.path.getmtime(CHILD_PROGRAM):
         try:
             py_compile.compile(CHILD_PROGRAM, doraise=True)
         except (OSError, py_compile.PyCompileError):

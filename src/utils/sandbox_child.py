@@ -16,13 +16,14 @@ Three processes, each trusted until the last one runs the snippet:
   itself with Landlock and seccomp, installs the audit hook (friendly errors only: it is not a
   boundary) and runs the snippet. Its exception summary goes to a report pipe, not to stderr.
 
-Everything here uses the standard library only (ctypes for unshare, mount, prctl and Landlock).
+Standard library only, and cheap to start: `signal` (enum) and `ctypes` cost milliseconds of import per
+run, so this uses `_signal` and a minimal binding over `_ctypes` for the few libc calls it needs.
 """
 
 from __future__ import annotations
 
+import _signal as signal
 import os
-import signal
 import sys
 
 # ----------------------------------------------------------------------------------------------
@@ -37,17 +38,59 @@ NAMESPACES = (("mount", CLONE_NEWNS), ("network", CLONE_NEWNET), ("ipc", CLONE_N
 SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # world-writable: replaced or cleaned
 
 
-def _libc():
-    import ctypes
+class _Libc:
+    """libc functions by name (`libc.mount(...)`), called with ints, bytes (as pointers) or None; each
+    returns a C long and keeps errno. Structures are passed as bytes in native layout."""
 
-    return ctypes, ctypes.CDLL(None, use_errno=True)
+    def __init__(self):
+        import _ctypes
+
+        class CLong(_ctypes._SimpleCData):
+            _type_ = "l"
+
+        class Function(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+            _restype_ = CLong
+
+        class Char(_ctypes._SimpleCData):
+            _type_ = "c"
+
+        self._ctypes, self._function, self._char = _ctypes, Function, Char
+        self._handle = _ctypes.dlopen(None, 0)
+
+    def __getattr__(self, name: str):
+        function = self._function((name, self))
+        setattr(self, name, function)
+        return function
+
+    def errno(self) -> int:
+        return self._ctypes.get_errno()
+
+    def buffer(self, data: bytes):
+        """A mutable C copy of `data`, and its address (for pointers inside structures)."""
+        array_type = type(
+            "Buffer", (self._ctypes.Array,), {"_type_": self._char, "_length_": max(1, len(data))}
+        )
+        array = array_type.from_buffer_copy(data.ljust(max(1, len(data)), b"\0"))
+        return array, self._ctypes.addressof(array)
+
+
+_LIBC: list = []
+
+
+def _libc() -> _Libc:
+    if not _LIBC:
+        _LIBC.append(_Libc())
+    return _LIBC[0]
+
+
+def _u(value: int, size: int) -> bytes:
+    return value.to_bytes(size, sys.byteorder, signed=value < 0)
 
 
 def _check(result: int, what: str) -> int:
     if result < 0:
-        import ctypes
-
-        errno = ctypes.get_errno()
+        errno = _libc().errno()
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
     return result
 
@@ -135,14 +178,14 @@ def _unshare() -> list[str]:
     """All four namespaces at once, else each that the kernel grants (a container may refuse all)."""
     if os.geteuid() != 0:
         return []
-    _, libc = _libc()
+    libc = _libc()
     if libc.unshare(sum(flag for _, flag in NAMESPACES)) == 0:
         return [name for name, _ in NAMESPACES]
     return [name for name, flag in NAMESPACES if libc.unshare(flag) == 0]
 
 
 def _mount(source, target, fstype, flags: int, data=None) -> None:
-    _, libc = _libc()
+    libc = _libc()
     enc = [None if v is None else v.encode() for v in (source, target, fstype, data)]
     _check(libc.mount(enc[0], enc[1], enc[2], flags, enc[3]), f"mount {target}")
 
@@ -169,7 +212,7 @@ def _private_mounts(args: dict) -> None:
 
 def _init(args: dict, code: str, layers: list[str], report_w: int) -> None:
     """PID 1 of the new namespace: runs the snippet's process and reaps orphans until it ends."""
-    _, libc = _libc()
+    libc = _libc()
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the supervisor killed: the namespace dies
     if os.getppid() == 0 and "mount-namespace" in layers:  # our parent is outside the namespace
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -199,8 +242,6 @@ def _kill_uid(uid: int) -> None:
 
 def _remove_owned(dirs, uid: int) -> None:
     """Without a mount namespace: delete what the run's uid left in the shared writable directories."""
-    import shutil
-
     for top in dirs:
         try:
             entries = list(os.scandir(top))
@@ -211,6 +252,8 @@ def _remove_owned(dirs, uid: int) -> None:
                 if entry.stat(follow_symlinks=False).st_uid != uid:
                     continue
                 if entry.is_dir(follow_symlinks=False):
+                    import shutil  # here only: its import costs milliseconds
+
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:
                     os.unlink(entry.path)
@@ -228,7 +271,7 @@ def _snippet_process(args: dict, code: str, layers: list[str], keep: tuple[int, 
         _limits(args)
         if "uid" in layers:
             _drop_privileges(args["uid"], keep_reading=args["read_cap"] == "1")
-        _, libc = _libc()
+        libc = _libc()
         _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")  # setuid binaries stay powerless
         if _landlock(args["work"], "mount-namespace" in layers):
             layers.append("landlock")
@@ -248,7 +291,7 @@ def _drop_privileges(uid: int, keep_reading: bool) -> None:
     """Become the run's own uid with no groups. `keep_reading` keeps CAP_DAC_READ_SEARCH (ambient, so
     that it survives exec): for a Python installed where other users cannot read (e.g. under /root).
     It bypasses read permissions of files only: not ptrace checks (/proc/<pid>/environ), not writes."""
-    ctypes, libc = _libc()
+    libc = _libc()
     if keep_reading:
         _check(libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "keepcaps")
     os.setgroups([])
@@ -257,58 +300,53 @@ def _drop_privileges(uid: int, keep_reading: bool) -> None:
     if not keep_reading:
         return
     bit = 1 << CAP_DAC_READ_SEARCH
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
-    data = (ctypes.c_uint32 * 6)(bit, bit, bit, 0, 0, 0)  # effective, permitted, inheritable (x2)
+    header = _u(0x20080522, 4) + _u(0, 4)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = b"".join(_u(v, 4) for v in (bit, bit, bit, 0, 0, 0))  # effective, permitted, inheritable (x2)
     _check(libc.capset(header, data), "capset")
     _check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_DAC_READ_SEARCH, 0, 0), "ambient")
 
 
 def _limits(args: dict) -> None:
-    import resource as r
-
-    wanted = (
-        (r.RLIMIT_CPU, args["cpu"], args["cpu"] + 1),
-        (r.RLIMIT_AS, args["mem"], args["mem"]),
-        (r.RLIMIT_FSIZE, args["fsize"], args["fsize"]),
-        (r.RLIMIT_NPROC, args["nproc"], args["nproc"]),  # per uid: a fresh uid makes it per run
-        (r.RLIMIT_NOFILE, args["nofile"], args["nofile"]),
-        (r.RLIMIT_CORE, 0, 0),
+    """setrlimit through libc (the `resource` module costs an import per run); never above a hard
+    limit that is already lower."""
+    libc, infinity = _libc(), (1 << 64) - 1
+    wanted = (  # Linux resource numbers (the same on x86-64 and arm64)
+        (0, args["cpu"], args["cpu"] + 1),  # RLIMIT_CPU
+        (9, args["mem"], args["mem"]),  # RLIMIT_AS
+        (1, args["fsize"], args["fsize"]),  # RLIMIT_FSIZE
+        (6, args["nproc"], args["nproc"]),  # RLIMIT_NPROC: per uid, so per run with a fresh uid
+        (7, args["nofile"], args["nofile"]),  # RLIMIT_NOFILE
+        (4, 0, 0),  # RLIMIT_CORE
     )
     for res, soft, hard in wanted:
-        cap = r.getrlimit(res)[1]
-        if cap != r.RLIM_INFINITY:
+        current, _ = libc.buffer(bytes(16))
+        _check(libc.getrlimit(res, current), "getrlimit")
+        cap = int.from_bytes(current.raw[8:16], sys.byteorder)
+        if cap != infinity:
             hard = min(hard, cap)
             soft = min(soft, hard)
-        r.setrlimit(res, (soft, hard))
+        _check(libc.setrlimit(res, _u(soft, 8) + _u(hard, 8)), f"setrlimit {res}")
 
 
 def _landlock(work: str, private_tmp: bool) -> bool:
     """Writes (create, delete, rename, link, fifo, device, truncate) only beneath the working directory
     (and the private tmpfs mounts); TCP bind/connect refused; signals and abstract sockets scoped to
     the sandbox (ABI 6). False where the kernel has no Landlock."""
-    ctypes, libc = _libc()
+    libc = _libc()
     abi = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
     if abi < 1:
         return False
     fs = (1 << 1) | sum(1 << b for b in range(4, 13))  # WRITE_FILE, REMOVE_*, MAKE_* (ABI 1)
     fs |= (1 << 13 if abi >= 2 else 0) | (1 << 14 if abi >= 3 else 0)  # REFER, TRUNCATE
-
-    class Ruleset(ctypes.Structure):
-        _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
-
-    class PathBeneath(ctypes.Structure):
-        _pack_ = 1
-        _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
-
-    ruleset = Ruleset(fs, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0)
+    ruleset = _u(fs, 8) + _u(3 if abi >= 4 else 0, 8) + _u(3 if abi >= 6 else 0, 8)  # fs, net, scoped
     size = 8 if abi < 4 else 16 if abi < 6 else 24
-    fd = _check(libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(ruleset), size, 0), "landlock")
+    fd = _check(libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ruleset, size, 0), "landlock")
     writable = [(work, fs)] + [(p, fs) for p in SHARED_WRITABLE if private_tmp and os.path.isdir(p)]
     writable.append(("/dev/null", (1 << 1) | (1 << 14 if abi >= 3 else 0)))
     for path, allowed in writable:
         target = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        rule = PathBeneath(allowed, target)
-        _check(libc.syscall(SYS_LANDLOCK_ADD_RULE, fd, 1, ctypes.byref(rule), 0), f"landlock rule {path}")
+        rule = _u(allowed, 8) + _u(target, 4)  # struct landlock_path_beneath_attr (packed)
+        _check(libc.syscall(SYS_LANDLOCK_ADD_RULE, fd, 1, rule, 0), f"landlock rule {path}")
         os.close(target)
     _check(libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, fd, 0), "landlock_restrict_self")
     os.close(fd)
@@ -317,13 +355,11 @@ def _landlock(work: str, private_tmp: bool) -> bool:
 
 def _seccomp(program: bytes) -> None:
     """Load the BPF program that the parent compiled with libseccomp (see sandbox._seccomp_program)."""
-    ctypes, libc = _libc()
-
-    class Fprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-
-    prog = Fprog(len(program) // 8, program)
-    _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp")
+    libc = _libc()
+    keep, address = libc.buffer(program)
+    prog = _u(len(program) // 8, 2) + bytes(6) + _u(address, 8)  # struct sock_fprog
+    _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0, 0), "seccomp")
+    del keep
 
 
 # ----------------------------------------------------------------------------------------------
