@@ -335,6 +335,286 @@ def test_math_verify_timeout_warning_is_silenced(monkeypatch, caplog):
     assert not [r for r in caplog.records if "Timeout is disabled" in r.getMessage()]  # ... and dropped
 
 
+# ---------------------------------------------------------------- answer formats models write
+
+
+def _boxed(latex: str) -> str:
+    return f"Putting it together, the answer is $\\boxed{{{latex}}}$."
+
+
+FORMAT_CASES = [
+    # functions of several arguments: their commas are no list
+    (_boxed("\\gcd(18, 3)"), 3),
+    (_boxed("\\gcd(830,450)"), 10),  # "830,450" is two arguments here, not 830450
+    (_boxed("\\operatorname{gcd}(12, 18)"), 6),
+    (_boxed("\\text{lcm}(4, 6)"), 12),
+    (_boxed("\\mathrm{lcm}(4,6)"), 12),
+    (_boxed("\\operatorname{lcm}(21, 6)"), 42),
+    (_boxed("\\lcm(8, 12)"), 24),
+    (_boxed("\\max(3, 17, 9)"), 17),
+    (_boxed("\\min\\left(5, 2, 8\\right)"), 2),
+    (_boxed("\\max\\{3, 7\\}"), 7),
+    (_boxed("\\gcd(12, 18) = 6"), 6),
+    ("Hence $\\gcd(84, 36) = 12$", 12),
+    (_boxed("\\max(\\frac{1}{2}, 3)"), 3),
+    (_boxed("\\min(\\frac{1}{2}, 3)"), None),
+    (_boxed("\\gcd(0.42, 2)"), None),
+    # thousands separators
+    (_boxed("10,\\! 000"), 10000),
+    (_boxed("1,\\!234,\\!567"), 1234567),
+    (_boxed("12{,}345"), 12345),
+    (_boxed("1{,}000{,}000"), 1000000),
+    ("The final answer is $1{,}024$.", 1024),
+    ("The answer is $10,\\!000$.", 10000),
+    ("The answer is 1 000 000", 1000000),
+    ("So the total number of ways is 1 000", 1000),
+    ("It is 10\u202f000", 10000),
+    ("We get 1,000,000 ways.", 1000000),
+    # a comma that is no thousands separator: a decimal comma or a list
+    (_boxed("3,5"), None),
+    (_boxed("3{,}5"), None),
+    (_boxed("0,111"), None),
+    (_boxed("1,5000"), None),
+    (_boxed("12,34"), None),
+    ("The answer is 3,5", None),
+    ("The answer is 0,75.", None),
+    ("So the probability is 0,25", None),
+    ("So the result is 2,5 kg", None),
+    # approximately, congruent
+    (_boxed("\\approx 42"), 42),
+    (_boxed("x \\approx 17"), 17),
+    ("Therefore the answer is $\\approx 42$", 42),
+    ("The probability is $\\approx 0.42$", None),
+    (_boxed("42 \\pmod{1000}"), 42),
+    (_boxed("2^{100} \\equiv 2 \\pmod{7}"), 2),
+    (_boxed("10 \\bmod 3"), 1),
+    # a closing statement of the answer after a box overrides it; a check does not
+    ("So $x = \\boxed{12}$.\n\nWait, I forgot the last case. The final answer is 13.", 13),
+    ("We get \\boxed{12}.\n\nRechecking the count...\n\n**Final Answer:** 14", 14),
+    ("Thus \\boxed{12}.\n\nAnswer: 15", 15),
+    ("Thus \\boxed{12}.\n\nWe may check our answer: $3 \\cdot 4 = 12 \\equiv 1 \\pmod{11}$.", 12),
+    ("Thus \\boxed{12}.\n\nThe answer is correct since $3 \\cdot 4 = 12$.", 12),
+    ("So \\boxed{12}.\n\nThe final answer is $\\boxed{13}$", 13),
+    # not an integer, whatever digits it shows
+    (_boxed("\\mathrm{e}"), None),
+    (_boxed("2\\mathrm{e}"), None),
+    (_boxed("3\\mathrm{i}"), None),
+    (_boxed("3 + 4 i"), None),
+    (_boxed("x != 5"), None),
+    (_boxed("x \\neq 5"), None),
+    (_boxed("x \\ne 5"), None),
+    (_boxed("n \\geq 3"), None),
+    (_boxed("1 < x < 3"), None),
+    (_boxed("x \\in \\{1, 2\\}"), None),
+    (_boxed("5!=120"), 120),  # a factorial, then "="
+    (_boxed("0.\\overline{9}"), None),
+    (_boxed("1.\\overline{3}"), None),
+    (_boxed("0.9999999999"), None),
+    (_boxed("\\sqrt{\\min(99.9999999999999, 100)}"), None),
+    (_boxed("1e-3"), None),
+    (_boxed("99\\cdots9"), None),
+    (_boxed("\\sum_{k=1}^{n} k"), None),  # the "=" in a subscript is no equation
+    ("\\(\\boxed{1}\\) and \\(\\boxed{-2}\\).", None),  # several boxed answers
+    ("$\\boxed{2}, \\boxed{3}, \\boxed{5}$", None),
+    ("$$\\boxed{k = 45} \\quad \\text{and} \\quad \\boxed{n = 2}$$", None),
+    ("The solutions are \\boxed{7} and \\boxed{7}.", 7),  # the same answer twice
+    ("The answer is 3 and 5", None),
+    ("The answer is $2$ or $3$.", None),
+    ("[1, 2, 3]", None),
+    ("```output\n(1, 2)\n```", None),
+    ("The values are 1, 2, and 3", None),
+    ("so it is 10 which is 1,000.99m", None),
+    # exact arithmetic
+    (_boxed("4.2 \\times 10^1"), 42),
+    (_boxed("{16 \\choose 2}"), 120),
+    (_boxed("1e+3"), 1000),
+    ("```output\n1e+20\n```", 10**20),
+    ("The answer is 5!", 5),  # prose punctuation; "$5!$" is 120
+    ("The answer is $5!$", 120),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), FORMAT_CASES, ids=[f"{i:03d}" for i in range(len(FORMAT_CASES))]
+)
+def test_extract_answer_reads_answer_formats(text, expected):
+    got = extract_answer(text)
+    assert got == expected, f"{text!r}: got {got!r}, expected {expected!r}"
+    assert got is None or type(got) is int
+
+
+# Long model outputs in the styles the notebooks sample, each ending with its answer.
+_REASONING = "Let me set up the count. " + "We try each case in turn and add what it gives. " * 40 + "\n"
+MODEL_OUTPUTS = [
+    (
+        _REASONING + "Adding the cases gives $120 + 24 = 144$.\n\n**Final Answer**\n\\[\n\\boxed{144}\n\\]",
+        144,
+    ),
+    (
+        "<think>\n"
+        + _REASONING
+        + "So maybe \\boxed{41}? Wait, recount.\n</think>\n\nThe answer is $\\boxed{42}$.",
+        42,
+    ),
+    (
+        _REASONING
+        + "```python\nprint(sum(range(1, 101)))\n```\n```output\n5050\n```\nSo the sum is $\\boxed{5050}$.",
+        5050,
+    ),
+    (_REASONING + "```python\nprint(2**10)\n```\n```output\n1024\n```", 1024),
+    (_REASONING + "Final Answer: The final answer is $12{,}345$. I hope it is correct.", 12345),
+    (_REASONING + "The remainder when divided by 1000 is $\\boxed{042}$.", 42),
+    (_REASONING + "Therefore $\\gcd(a, b) = \\boxed{\\gcd(84, 126)}$.", 42),
+    (_REASONING + "#### 1,234", 1234),
+    (_REASONING + "So the answer is $\\boxed{\\frac{7}{2}}$.", None),
+    (_REASONING + "The answer is \\boxed{3,5}.", None),
+    (_REASONING + "So the answer is $\\boxed{2\\sqrt{3}}$.", None),
+    (_REASONING + "So $x = \\boxed{3}$ and $y = \\boxed{4}$.", None),
+    (
+        _REASONING
+        + "The answer is 42.\nLet me double check: $6 \\times 7 = 42$. So the answer is $\\boxed{4",
+        42,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), MODEL_OUTPUTS, ids=[f"{i:02d}" for i in range(len(MODEL_OUTPUTS))]
+)
+def test_extract_answer_reads_the_end_of_long_outputs(text, expected):
+    assert extract_answer(text) == expected
+
+
+# ---------------------------------------------------------------- bounded time on any input
+
+_ADVERSARIAL = {
+    "nested-braces": "\\boxed{" + "{" * 8000 + "1" + "}" * 8000 + "}",
+    "nested-braces-unclosed": "The final answer is $" + "{" * 50000,
+    "nested-fracs": "\\boxed{" + "\\frac{1}{" * 3000 + "2" + "}" * 3000 + "}",
+    "nested-sqrt": "\\boxed{" + "\\sqrt{" * 40 + "2" + "}" * 40 + "}",
+    "nested-left": "\\boxed{" + "\\left(" * 300 + "1" + "\\right)" * 300 + "}",
+    "power-of-power": "\\boxed{(10^{4000})^{10000} - 1}",
+    "power-of-power-3": "\\boxed{((2^{100})^{100})^{100}}",
+    "tower": "\\boxed{2^{3^{4^{5}}}}",
+    "flat-tower": "\\boxed{" + "2^" * 60 + "2}",
+    "braced-tower": "\\boxed{" + "9^{" * 6 + "9" + "}" * 6 + "}",
+    "product-of-huge": "\\boxed{10^{9999} \\cdot 10^{9999} \\cdot 10^{9999}}",
+    "factorials": "\\boxed{(((3!)!)!)!}",
+    "factorial-of-power": "\\boxed{(10^{9})!}",
+    "binomial": "\\boxed{\\binom{10^{5}}{5 \\cdot 10^{4}}}",
+    "sum": "\\boxed{\\sum_{k=1}^{10^{12}} k^2}",
+    "product": "\\boxed{\\prod_{i=1}^{10^{9}} i}",
+    "sin-of-huge": "\\boxed{\\sin(10^{9999})}",
+    "gcd-of-huge": "\\boxed{\\gcd(" + ",".join(["10^{9999}"] * 20) + ")}",
+    "max-of-towers": "\\boxed{\\max(9^{9^{9}}, 9^{9^{9}}, 9^{9^{9}})}",
+    "scientific": "\\boxed{1.5e999999}",
+    "long-number-box": "\\boxed{" + "9" * 100000 + "}",
+    "long-number-prose": "The answer is " + "1" * 200000,
+    "long-number-line": "1" * 1_000_000,
+    "spaced-digits": ("1" + " " * 99999) * 3,
+    "open-math": "$" + "\\(" * 100000,
+    "open-display": "\\[" * 100000 + "1",
+    "open-fences": "```output\n" * 50000,
+    "bold": "**" * 200000 + "Answer: 5",
+    "repeated-phrase": "The answer is 5.\n" * 20000,
+    "repeated-boxes": "\\boxed{5} and " * 20000,
+    "commas": "0," * 100000,
+    "equals": "\\boxed{x" + "=1" * 5000 + "}",
+    "approx": "\\boxed{" + "\\approx 1" * 3000 + "}",
+    "group-seps": "\\boxed{" + "{,}" * 5000 + "}",
+}
+
+
+@pytest.fixture(scope="module")
+def warm_reader():
+    """Import math_verify and sympy once: the first read of a process pays ~1 s for the import."""
+    assert parse_integer_answer("\\frac{12}{4}") == 3
+
+
+@pytest.mark.parametrize("text", list(_ADVERSARIAL.values()), ids=list(_ADVERSARIAL))
+def test_reading_is_bounded_on_adversarial_input(text, warm_reader):
+    for read in (extract_answer, parse_integer_answer):
+        answers._latex_to_int.cache_clear()
+        start = time.monotonic()
+        got = read(text)
+        elapsed = time.monotonic() - start
+        assert elapsed < 1.5, f"{read.__name__} took {elapsed:.2f} s"
+        assert got is None or (type(got) is int and len(str(got)) <= 1001)
+
+
+@pytest.mark.parametrize(
+    ("latex", "expected"),
+    [
+        ("2^{2^{10}}", 2**1024),
+        ("(9^{9})^{9}", 9**81),
+        ("\\frac{10^{400}}{10^{399}}", 10),
+        ("\\binom{100}{50}", 100891344545564193334812497256),
+    ],
+)
+def test_large_but_bounded_values_are_computed(latex, expected):
+    assert parse_integer_answer(latex) == expected
+
+
+def test_answers_beyond_a_thousand_digits_are_refused():
+    assert parse_integer_answer("10^{999}") == 10**999
+    assert parse_integer_answer("10^{1000}") is None  # 1001 digits: no competition answer, and str() limits
+    assert parse_integer_answer("9" * 1001) is None
+
+
+def test_a_slow_evaluation_is_stopped_in_a_worker_thread(monkeypatch):
+    def stuck(latex):  # a parser that never returns and swallows ordinary exceptions
+        while True:
+            try:
+                time.sleep(0.001)
+            except Exception:  # noqa: BLE001, S110
+                pass
+
+    monkeypatch.setattr(answers, "_math_verify_parse", stuck)
+    answers._latex_to_int.cache_clear()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        start = time.monotonic()
+        got = list(pool.map(extract_answer, ["\\boxed{\\frac{12}{4}}", "\\boxed{\\sqrt{16}}"]))
+        elapsed = time.monotonic() - start
+    assert got == [None, None]
+    assert elapsed < 2.5
+
+
+def test_an_evaluation_that_swallows_the_stop_is_stopped_again(monkeypatch):
+    def stubborn(latex):
+        caught = 0
+        while True:
+            try:
+                time.sleep(0.001)
+            except BaseException:  # a library that swallows the first few, as cleanup code can
+                caught += 1
+                if caught > 3:
+                    raise
+
+    monkeypatch.setattr(answers, "_math_verify_parse", stubborn)
+    answers._latex_to_int.cache_clear()
+    start = time.monotonic()
+    assert extract_answer("\\boxed{\\frac{12}{4}}") is None
+    assert time.monotonic() - start < 2.5
+
+
+def test_the_time_limit_never_fires_after_a_read_returns(monkeypatch):
+    monkeypatch.setattr(answers, "_EVAL_SECONDS", 0.002)  # deadlines race every read's own end
+    texts = [f"\\boxed{{\\frac{{{4 * i}}}{{4}}}}" for i in range(1, 80)]
+    answers._latex_to_int.cache_clear()
+
+    def read_then_work(text):
+        got = extract_answer(text)
+        total = 0
+        for i in range(200_000):  # a stray _OutOfTime would surface here, in the caller's code
+            total += i
+        time.sleep(0.06)  # longer than the watchdog's retry interval
+        return got
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(read_then_work, texts))
+    assert all(g is None or g == i for g, i in zip(got, range(1, 80), strict=True))
+
+
 # ---------------------------------------------------------------- ground-truth answers
 
 

@@ -500,9 +500,11 @@ def parse_integer_answer(text: str | int | float | None) -> int | None:
 _BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)(?![A-Za-z])")
 _OPEN_BRACE_RE = re.compile(r"\s*\{")
 _BARE_BOX_RE = re.compile(r"\s+([^\s$]+)")
-# Between boxes that list several answers: separators only ("and", ",", "\quad", "$"), on one line.
+# Between boxes that list several answers, on one line: separators only ("and", ",", "\quad", "$")
+# and variables' names ("$x = \boxed{3}$ and $y = \boxed{4}$").
 _LIST_GAP_RE = re.compile(
-    r"(?:[ \t,;&~$]|\\[,;:! ()\[\]]|\\q?quad\b|\\text\s*\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b)*"
+    r"(?:[ \t,;&~$]|(?<![A-Za-z\\])[A-Za-z](?:_\{?\w{1,3}\}?)?\s*=|\\[,;:! ()\[\]]|\\q?quad\b|"
+    r"\\text\s*\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b)*"
 )
 # Phrases that introduce an answer; the last one followed by a value wins: "The final answer is 42",
 # "the answer is $1{,}000$", "Answer: 42" ("**Answer:** 42" once the bold is gone), GSM8K's "#### 72".
@@ -661,11 +663,11 @@ def _line_at(text: str, pos: int) -> str:
 def _segment_value(segment: str) -> tuple[bool, int | None]:
     """(found, value) for what follows a phrase. Found when it starts with math or a number;
     prose ("the final answer should be checked") is not an answer, and the search goes on."""
+    if _SEVERAL_NUMBERS_RE.match(segment):
+        return True, None  # "3 and 5", "$2$ or $3$": two answers are no integer answer
     chunk = _MATH_CHUNK_RE.match(segment)
     if chunk and not _WORD_RE.search(_chunk_text(chunk)):
         return True, _latex_to_int(_chunk_text(chunk))  # "$\frac{1}{2}$" decides: None
-    if _SEVERAL_NUMBERS_RE.match(segment):
-        return True, None  # "3 and 5", "$2$ or $3$": two answers are no integer answer
     lead = _LEADING_NUM_RE.match(segment)  # "42 apples", "$18 per day", "72, since ..."
     if re.search(r"[\d\\]", segment) and not _WORD_RE.search(segment.replace("\\text", "")):
         value = _latex_to_int(segment)  # pure math: "1{,}000", "\frac{12}{4}", "x = 5"
