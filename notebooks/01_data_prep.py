@@ -25,12 +25,14 @@
 # 1. **Load** every source into one record schema (`id, source, problem, solution, answer, metadata`):
 #    the embedded word problems (always), and the public sets in `DATA_DIR` when present (GSM8K, MATH,
 #    AIME, the AIMO validation sets, the Kaggle AIMO files, ToRA's tool-use examples).
-# 2. **Filter** to integer answers: the AIMO competitions score integers only.
+# 2. **Filter** to integer answers (the AIMO competitions score integers only) and, for training, to rows
+#    with a worked solution: AIME 1983–2024 has answers only, so it is scored, never trained on.
 # 3. **Deduplicate** on normalized text, then **decontaminate**: drop every training problem whose text
-#    (or enough of its 13-word n-grams) matches an evaluation problem. AIME 1983–2024 contains the AIMO
-#    validation problems, for instance: training on them would inflate every score we report later.
+#    (or enough of its 13-word n-grams) matches an evaluation problem. MATH's training split holds hundreds
+#    of AIME problems, for instance: training on them would inflate every AIME score we report later.
 # 4. **Format** training examples in DeepSeek-Math's two prompt styles: step-by-step reasoning, and
-#    tool-integrated reasoning (prose plus Python whose output the model reads back).
+#    tool-integrated reasoning (prose plus Python whose output the model reads back), every one ending in
+#    the boxed answer the prompt asks for.
 # 5. **Split** deterministically (a hash of the id and the seed) and write the files notebook 02 reads.
 #
 # The **embedded default** is a set of generated word problems of two kinds: *mental* problems (two steps
@@ -93,23 +95,25 @@ pd.Series(decon["dropped_per_set"], name="dropped").to_frame()
 
 # %% [markdown]
 # ## Training examples
-# One example per problem and prompt style. Here is one of each, rendered with the chat template of the
-# model notebook 02 will train (DeepSeek-Math's `User: … Assistant: …` format).
+# One example per problem and prompt style. Here is one from each source, rendered with the chat template of
+# the model notebook 02 will train (DeepSeek-Math's `User: … Assistant: …` format).
 
 # %% tags=["nbval-ignore-output"]
 model_path = resolve_model(MODEL)  # the embedded model is built and cached on first use (about 2 minutes)
 
 # %%
 tokenizer = load_tokenizer(model_path)
-for mode in ("reasoning", "tools"):
-    example = next(e for e in prep.train if e["mode"] == mode and e["source"] == "embedded")
-    print(f"--- {mode} ({example['id']})")
-    print(tokenizer.apply_chat_template(example["messages"], tokenize=False))
+for source in dict.fromkeys(e["source"] for e in prep.train):
+    example = next(e for e in prep.train if e["source"] == source)
+    print(f"--- {source}, {example['mode']} ({example['id']})")
+    print(tokenizer.apply_chat_template(example["messages"], tokenize=False)[:1200])
 
 # %% [markdown]
-# ## Answers and lengths
-# Answers span orders of magnitude across sources; example lengths decide the training `max_length`
-# and how much packing saves (short examples waste most of a padded batch).
+# Every training target is a worked solution that ends in `\boxed{answer}`, the format the prompt asks for:
+# GSM8K's calculator annotations (`<<48/2=24>>`) and `#### 72` lines are rewritten into a boxed answer, a MATH
+# solution that goes on after its box gets a closing line, and rows with an answer but no solution (AIME
+# 1983-2024) never train: they are scored instead. The table: rows, prompt style and length in tokens of the
+# model's tokenizer, per source.
 
 # %%
 def tokens(example):
@@ -119,10 +123,30 @@ def tokens(example):
 by_source = {}
 for e in prep.train:
     by_source.setdefault(e["source"], []).append(e)
-answers = {s: [e["answer"] for e in es] for s, es in by_source.items()}
 lengths = {s: [tokens(e) for e in es[:500]] for s, es in by_source.items()}
-fig = plots.distributions(answers, lengths, run.output_dir / "distributions.png")
-pd.DataFrame({s: pd.Series(v).describe(percentiles=[0.5, 0.95]) for s, v in lengths.items()}).round(1)
+pd.DataFrame.from_dict(orient="index", data={
+    s: {"rows": len(es), "format": "/".join(sorted({e["mode"] for e in es})),
+        **pd.Series(lengths[s]).quantile([0.5, 0.95, 1.0]).rename(lambda q: f"tokens p{q * 100:.0f}").round()}
+    for s, es in by_source.items()
+})
+
+# %% [markdown]
+# ## Answers and their range
+# AIMO 1 and 2 score answers 0-999 (taken mod 1000), AIMO 3 0-99999. Counted per source: answers outside
+# each range (a model trained on them must still answer inside it: `utils.answers.normalize_for_competition`).
+# The histogram clips its axis at 10^6, so that one huge answer does not squeeze every other.
+
+# %%
+answers = {s: [e["answer"] for e in es] for s, es in by_source.items()}
+fig = plots.distributions(answers | {"evaluation (all sets)": [p.answer for p in prep.evaluation]}, lengths,
+                          run.output_dir / "distributions.png")
+answers |= {f"eval: {s}": v for s, v in pd.Series([p.answer for p in prep.evaluation])
+            .groupby([p.source for p in prep.evaluation]).agg(list).items()}
+pd.DataFrame.from_dict(orient="index", data={
+    s: {"answers": len(v), "negative": sum(a < 0 for a in v), "over 999": sum(a > 999 for a in v),
+        "over 99999": sum(a > 99999 for a in v)}
+    for s, v in answers.items()
+})
 
 # %% [markdown]
 # ## The splits, written for notebook 02

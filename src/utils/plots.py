@@ -14,22 +14,36 @@ def _save(fig, path: str | Path | None):
     return fig
 
 
+ANSWER_AXIS_LIMIT = 6  # log10: answers beyond a million are drawn in the last bin
+
+
 def distributions(
     answers_by_source: dict[str, list[int]],
     lengths_by_source: dict[str, list[int]],
     path: str | Path | None = None,
 ):
-    """Answer magnitudes and tokens per example, per source (log scales: the sources differ by orders)."""
+    """Answer magnitudes and tokens per example, per source (log scales: the sources differ by orders).
+
+    The answer axis stops at 10^6 (larger answers fall in the last bin) and marks the competitions' ranges."""
     import math
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 3.8))
+    bins = [i / 4 for i in range(4 * ANSWER_AXIS_LIMIT + 1)]
     for source, answers in answers_by_source.items():
-        ax1.hist([math.log10(abs(a) + 1) for a in answers], bins=30, alpha=0.55, label=source, density=True)
-    ax1.set(xlabel="log10(|answer| + 1)", ylabel="density", title="Integer answers")
+        logs = [min(math.log10(abs(a) + 1), ANSWER_AXIS_LIMIT) for a in answers]
+        ax1.hist(logs, bins=bins, histtype="step", linewidth=1.3, label=source, density=True)
+    for limit, name in ((3, "AIMO 1-2: 999"), (5, "AIMO 3: 99999")):
+        ax1.axvline(limit, color="gray", linestyle="--", linewidth=0.8)
+        ax1.text(limit, ax1.get_ylim()[1] * 0.95, f" {name}", fontsize=7, color="gray", va="top")
+    ax1.set(xlabel="log10(|answer| + 1), clipped at 6", ylabel="density", title="Integer answers",
+            xlim=(0, ANSWER_AXIS_LIMIT))  # fmt: skip
+    longest = max((max(v) for v in lengths_by_source.values() if v), default=10)
+    length_bins = [10 ** (1 + i * (math.log10(longest) - 1) / 40) for i in range(41)]  # even on a log axis
     for source, lengths in lengths_by_source.items():
-        ax2.hist(lengths, bins=30, alpha=0.55, label=source, density=True)
-    ax2.set(xlabel="tokens per training example", ylabel="density", title="Example lengths", xscale="log")
+        ax2.hist(lengths, bins=length_bins, histtype="step", linewidth=1.3, label=source)
+    ax2.set(xlabel="tokens per training example", ylabel="examples", title="Example lengths", xscale="log")
     ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -8,6 +8,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from utils.answers import extract_answer
 from utils.data import Problem, load_all, save_problems
 from utils.dedup import decontaminate, deduplicate
 from utils.io import atomic_write_json, write_jsonl
@@ -25,10 +26,12 @@ class PrepConfig:
     n_embedded_eval: int = 300
     compute_share: float = 0.25
     train_sets: list = field(
-        default_factory=lambda: ["tora", "gsm8k_train", "math_train", "aime"]
+        default_factory=lambda: ["tora", "gsm8k_train", "math_train"]
     )  # ToRA first: its tool-integrated copies of MATH problems win the dedup
+    # AIME 1983-2024 has answers but no worked solutions: it evaluates, and never trains
     eval_sets: list = field(
         default_factory=lambda: [
+            "aime",
             "gsm8k_test",
             "math500",
             "aime2025",
@@ -76,6 +79,16 @@ def to_example(problem: Problem, mode: str) -> dict:
     }
 
 
+def has_target(problem: Problem) -> bool:
+    """A problem trains only with a worked solution, in each of its modes, whose final answer reads as its own
+    (`extract_answer`, as every score is read): a target that ends elsewhere would teach the wrong format."""
+    for mode in modes_for(problem):
+        target = solution_for(problem, mode)
+        if target is None or extract_answer(target) != problem.answer:
+            return False
+    return True
+
+
 def modes_for(problem: Problem) -> list[str]:
     """The prompt style a problem is trained in: tool-integrated for problems that need computation
     (the embedded `compute` kind, ToRA's examples), step-by-step reasoning for the rest."""
@@ -84,9 +97,14 @@ def modes_for(problem: Problem) -> list[str]:
     return ["reasoning"]
 
 
-def _in_validation(problem_id: str, share: float, seed: int) -> bool:
+def _rank(problem_id: str, seed: int) -> float:
+    """A uniform number in [0, 1) from the id and the seed: the same on every machine and run."""
     digest = hashlib.sha256(f"{seed}:{problem_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < share
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _in_validation(problem_id: str, share: float, seed: int) -> bool:
+    return _rank(problem_id, seed) < share
 
 
 def prepare(config: PrepConfig, data_dir: str | Path | None, out_dir: str | Path) -> PrepResult:
@@ -117,6 +135,7 @@ def prepare(config: PrepConfig, data_dir: str | Path | None, out_dir: str | Path
             continue
         ps = stage(name, "raw", raw[name])
         ps = stage(name, "integer answer", [p for p in ps if p.answer is not None])
+        ps = stage(name, "worked solution ending in its answer", [p for p in ps if has_target(p)])
         for p in ps:
             p.metadata["set"] = name
         ps, _ = deduplicate(ps)
@@ -142,7 +161,9 @@ def prepare(config: PrepConfig, data_dir: str | Path | None, out_dir: str | Path
     val_ids = {p.id for p in real_val}
     train_problems = [p for p in train_pool if p.id not in val_ids]
     train = [to_example(p, m) for p in train_problems for m in modes_for(p)]
-    validation = [to_example(p, m) for p in emb_val + real_val for m in modes_for(p)]
+    # Mixed in a seeded order, so that any prefix of the validation rows draws from every training source.
+    val_problems = sorted(emb_val + real_val, key=lambda p: _rank(p.id, config.seed))
+    validation = [to_example(p, m) for p in val_problems for m in modes_for(p)]
     evaluation = [p for ps in eval_problems.values() for p in ps]
 
     files = {

@@ -7,6 +7,8 @@ Everything goes through the tokenizer's chat template, so a model with its own t
 
 from __future__ import annotations
 
+import re
+
 from utils.data import Problem
 
 MODES = ("reasoning", "tools")
@@ -67,15 +69,55 @@ def _adds_bos(tokenizer) -> bool:
     return bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
-def solution_for(problem: Problem, mode: str) -> str:
-    """The worked solution to train on: tool-integrated when there is one and the mode asks for it."""
+def solution_for(problem: Problem, mode: str) -> str | None:
+    """The worked solution to train on, ending in `\\boxed{answer}`; None when the problem has none.
+
+    Tool-integrated when there is one and the mode asks for it. GSM8K's solutions lose their calculator
+    annotations (`<<48/2=24>>`) and their `#### 72` line, which the prompt's `\\boxed{}` replaces. A row with
+    only an answer (AIME 1983-2024) is never a target: it would teach answering without reasoning."""
     if mode == "tools":
         messages = problem.metadata.get("messages") or []
         replies = [m["content"] for m in messages if m.get("role") == "assistant"]
         tool = problem.metadata.get("tool_solution") or (replies[-1] if replies else None)
         if tool:
-            return tool
-    return problem.solution or f"The answer is \\boxed{{{problem.answer}}}."
+            return ending_in_box(tool, problem.answer)
+    if not problem.solution:
+        return None
+    if problem.source == "gsm8k":
+        return gsm8k_solution(problem.solution, problem.answer)
+    return ending_in_box(problem.solution, problem.answer)
+
+
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+_CLOSING = re.compile(r"[\s$.,;:!)\]\\]*")  # what may follow the final box: closing math and punctuation
+
+
+def gsm8k_solution(solution: str, answer: int | None) -> str:
+    """GSM8K's worked solution as reasoning that ends in the boxed answer."""
+    body = _CALCULATOR.sub("", solution.rsplit("####", 1)[0]).strip()
+    return f"{body}\nThe answer is $\\boxed{{{answer}}}$."
+
+
+def ending_in_box(solution: str, answer: int | None) -> str:
+    """`solution` unchanged when its last `\\boxed{}` closes it; else with a closing line that boxes the answer
+    (MATH solutions often go on after their box: a remark, a diagram)."""
+    after = text_after_last_box(solution)
+    if after is not None and _CLOSING.fullmatch(after):
+        return solution
+    return f"{solution.rstrip()}\nThe answer is $\\boxed{{{answer}}}$."
+
+
+def text_after_last_box(text: str) -> str | None:
+    """What follows the last `\\boxed{...}` (braces matched), or None when there is no closed box."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth = 0
+    for i in range(start + len("\\boxed"), len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[i + 1 :]
+    return None
 
 
 def render_example(tokenizer, example: dict) -> dict:

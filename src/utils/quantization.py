@@ -296,11 +296,9 @@ def solution_perplexity(
     from utils.evaluation import problem_modes
 
     pairs = [
-        (
-            build_prompt(tokenizer, p.problem, m),
-            " " + solution_for(p, m).strip() + (tokenizer.eos_token or ""),
-        )
+        (build_prompt(tokenizer, p.problem, m), " " + solution.strip() + (tokenizer.eos_token or ""))
         for p, m in zip(problems, problem_modes(problems, mode), strict=True)
+        if (solution := solution_for(p, m))
     ]
     return completion_perplexity(model, tokenizer, pairs, batch_size)
 
