@@ -4,6 +4,11 @@
 line); `parse_integer_answer` reads a data set's ground truth. Both turn LaTeX into an int through a
 thin layer over `math_verify` (imported lazily: loaders that only see plain integers never pay for
 sympy). Neither raises: anything that is not an integer is None.
+
+Both are bounded on any input, on any thread: text and expressions are capped in length and nesting
+before any work, sympy's unevaluated trees are sized before evaluation ((10^4000)^10000 is refused,
+not computed), and a watchdog stops what is left after `_EVAL_SECONDS` (signal.alarm, math_verify's
+own timeout, works only on the main thread). A read takes well under a second.
 """
 
 from __future__ import annotations
@@ -75,14 +80,14 @@ _RELATION_RE = re.compile(
     r"\\(?:neq?|not|notin|leq?|geq?|leqq|geqq|leqslant|geqslant|lt|gt|ll|gg|in|subset|subseteq|"
     r"supset|supseteq|sim|propto|mid|nmid|pm|mp)(?![A-Za-z])"
 )
-# The value is the last side: "x = 5", "\\approx 42", "2^{100} \\equiv 2 \\pmod 7".
+# The value is the last side: "x = 5", "\approx 42", "2^{100} \equiv 2 \pmod 7".
 _EQUALS_RE = re.compile(r"=|\\(?:approx|simeq|equiv)(?![A-Za-z])|[\u2248\u2261]")
-# A residue's modulus after its value: "42 \\pmod{1000}", "2 (\\bmod 7)".
+# A residue's modulus after its value: "42 \pmod{1000}", "2 (\bmod 7)".
 _MODULUS_NOTE_RE = re.compile(r"\s*(?:\\pmod\s*(?:\{[^{}]*\}|\d+)|\(\s*\\b?mod\s*\{?\s*\d+\s*\}?\s*\))$")
-# "\\max\\{3, 7\\}" is "\\max(3, 7)".
+# "\max\{3, 7\}" is "\max(3, 7)".
 _SET_ARGUMENTS_RE = re.compile(rf"(\\(?:{_FUNCTIONS})|\{{(?:{_FUNCTIONS})\}})\s*\\\{{([^{{}}]*?)\\\}}")
 # No value to compute: Knuth arrows (powers and factorials: see _storage_digits), repeating decimals
-# ("0.\\overline{9}"), elided digits or terms ("99\\cdots9", "1, 2, \\ldots").
+# ("0.\overline{9}"), elided digits or terms ("99\cdots9", "1, 2, \ldots").
 _REFUSED_RE = re.compile(r"\\(?:uparrow|overline|dot|ddot|cdots|ldots|dots)(?![A-Za-z])")
 _EQUATION_LHS_RE = re.compile(r"\d\s*[A-Za-z]")  # a coefficient: "2x", "11 z"
 _SEVERAL_RE = re.compile(r",|;|\\text|\bor\b|\band\b")
@@ -126,10 +131,10 @@ def _clean(expr: str) -> str:
     s = _EDGE_SPACE_RE.sub("", s)  # "25 \, \text{km}" leaves "25 \,"
     if _RELATION_RE.search(s):
         return ""  # "x != 5", "n \geq 3": no single value
-    last_equals = _last_top_level_equals(s)  # not the "=" of "\sum_{k=1}^{n}"
-    if (
-        last_equals is not None
-    ):  # "x = 5", "m+n = 42", "a+b = 2+3 = 5", "\approx 42": the last side is the value,
+    # "x = 5", "m+n = 42", "a+b = 2+3 = 5", "\approx 42": the last side is the value (not the "=" of
+    # "\sum_{k=1}^{n}", inside braces),
+    last_equals = _last_top_level_equals(s)
+    if last_equals is not None:
         head, s = _mask_call_commas(s[: last_equals.start()]), s[last_equals.end() :]
         if _EQUATION_LHS_RE.search(head) or _SEVERAL_RE.search(head):
             return ""  # unless it is an equation to solve ("2x = 10") or several ("x=2 \text{ or } x=3")
@@ -219,6 +224,8 @@ def _storage_digits(node) -> float:
     """
     import sympy
 
+    if node.is_infinite:  # oo, zoo: also the limit of a sum that would never end
+        return math.inf
     if node.is_Integer:
         return _log10(int(node))
     if node.is_Rational:
@@ -403,9 +410,8 @@ def _latex_to_int(expr: str) -> int | None:
     too_deep = _depth(s, "([", ")]") > _MAX_PAREN_DEPTH or _depth(s, "{", "}") > _MAX_EVAL_BRACE_DEPTH
     if len(s) > _MAX_EXPR_CHARS or too_deep or _REFUSED_RE.search(s):
         return None  # math_verify's parser slows down steeply with nesting
-    checked = _THOUSANDS_RE.sub(
-        lambda m: m.group(0).replace(",", ""), _mask_call_commas(s)
-    )  # "\frac{1,000}{8}"; not "\gcd(830,450)"
+    # "\frac{1,000}{8}" has a thousands comma; "\gcd(830,450)" has an argument separator
+    checked = _THOUSANDS_RE.sub(lambda m: m.group(0).replace(",", ""), _mask_call_commas(s))
     if "," in checked or re.search(r"\d\s+\d", checked):
         return None  # a list, tuple or interval: "3, 5", "(1,2)", "[0, \pi]", "3 5"; or "3,5" (3.5)
     if re.search(r"[A-Za-z]", _COMMAND_RE.sub("", checked.replace(r"\operatorname{lcm}", ""))):
@@ -415,8 +421,7 @@ def _latex_to_int(expr: str) -> int | None:
 
 
 def _decimal_as_fraction(m: re.Match) -> str:
-    """ "2.50" -> "(\\frac{25}{10})" (in parentheses: math_verify reads braces in arguments as sets),
-    "2.0" -> "2"."""
+    """2.50 -> (\\frac{25}{10}), in parentheses (math_verify reads braces in arguments as sets); 2.0 -> 2."""
     whole, decimals = m.group(1) or "0", m.group(2).rstrip("0")
     return rf"(\frac{{{whole}{decimals}}}{{1{'0' * len(decimals)}}})" if decimals else whole
 
@@ -546,11 +551,15 @@ def extract_answer(text: str) -> int | None:
 
     Code blocks are ignored (```output blocks are kept), and so are special tokens (`</s>`).
     Then: the last complete `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5`, which decides (`\\boxed{\\frac12}`
-    gives None); else the last answer phrase followed by a value ("the final answer is", "Answer:",
-    "####"); else the last number of the last line that has one, among the final three lines. An
-    unclosed (truncated) `\\boxed{` is skipped and what follows it dropped. Values are read as LaTeX:
-    "1{,}000", `\\dfrac{12}{4}`, `2^{10}`, `42^\\circ`, `x = 5`, "5.0", "042" are integers;
-    `\\frac{1}{2}`, "2.5", `3\\sqrt{2}`, "3, 5" are not.
+    gives None; boxes listed together, "\\boxed{1} and \\boxed{-2}", give None unless they agree)
+    unless a closing statement follows it ("The final answer is 13" after `\\boxed{12}`); else the
+    last answer phrase followed by a value ("the final answer is", "Answer:", "####"); else the last
+    number of the last line that has one, among the final three lines. An unclosed (truncated)
+    `\\boxed{` is skipped and what follows it dropped. Values are read as LaTeX: "1{,}000", "10,\\!000",
+    "1 000", `\\dfrac{12}{4}`, `2^{10}`, `\\gcd(18, 3)`, `42^\\circ`, `x = 5`, `\\approx 42`, "5.0",
+    "042" are integers; `\\frac{1}{2}`, "2.5", "3,5" (a decimal comma), `3\\sqrt{2}`, `2\\mathrm{e}`,
+    `x \\neq 5`, "3, 5", "3 and 5" are not. Only the last 200,000 characters are read, in bounded
+    time (see the module notes).
     """
     try:
         if not isinstance(text, str) or not text.strip():
