@@ -250,6 +250,20 @@ def test_children_left_behind_are_killed():
     assert r.stdout == "x\n" and r.error is None and _none_left(marker)
 
 
+def test_printed_pids_are_the_callers_and_are_gone():
+    # No PID namespace: what the snippet prints is checkable from here (the original test of this file)
+    code = "import subprocess\nprint(subprocess.Popen(['sleep', '100'], env={}).pid)"
+    r = run_python(code, SUBPROCESSES)
+    assert r.error is None and _gone(int(r.stdout))
+    daemon = (  # double fork + setsid: leaves the process group, not the supervisor's subtree
+        "import os, time\nr, w = os.pipe()\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        os.write(w, str(os.getpid()).encode())\n        time.sleep(100)\n    os._exit(0)\n"
+        "print(os.read(r, 20).decode())"
+    )
+    r = run_python(daemon, SUBPROCESSES)
+    assert r.error is None and _gone(int(r.stdout))
+
+
 def test_works_without_pidfd(monkeypatch):
     monkeypatch.setattr(sandbox, "_pidfd_open", lambda pid: None)  # old kernels: poll with waitid(WNOWAIT)
     assert run_python("print(6 * 7)").stdout == "42\n"
@@ -476,7 +490,7 @@ def test_the_hook_can_be_switched_off_and_the_kernel_still_refuses():
 
 def test_isolation_layers_are_reported():
     r = run_python("print(1)")
-    assert r.ok and {"uid", "seccomp"} <= set(r.isolation)  # root: always available
+    assert r.ok and {"uid", "subreaper", "seccomp"} <= set(r.isolation)  # root: always available
     with pytest.MonkeyPatch.context() as m:
         m.setattr(sandbox, "USE_NAMESPACES", False)
         assert not any(x.endswith("namespace") for x in run_python("print(1)").isolation)

@@ -17,10 +17,10 @@ layers that held for a run:
   device nodes, POSIX shared memory, symlinks, hard links) land there, and the kernel frees it all when
   the run ends, however deep or large the tree. Fallback: the working directory on disk, then the
   shared writable directories are cleared of the run uid's files and the tree is deleted with `rm -rf`.
-* PID namespace: the snippet's process is the child of an init that the kernel kills with everything
-  in the namespace (daemons that double-fork, setsid, or ignore signals) when the snippet ends or the
-  call times out; the caller's processes are invisible (a fresh /proc). Fallback: kill(-1) as the run's
-  uid, repeated until none is left.
+* child subreaper (PR_SET_CHILD_SUBREAPER, any Linux since 3.4, no privilege needed): every orphan of
+  the snippet's subtree (double forks, setsid) is re-parented to the supervisor, not to init, so no
+  process can leave it; when the snippet's process ends or the call times out, the supervisor kills
+  its children until none is left. No PID namespace: the pids a snippet prints are the caller's.
 * network namespace: no interface but a down loopback. IPC namespace: System V objects die with it.
 * Landlock (Linux 5.13+): writes only beneath the working directory (and the private tmpfs mounts),
   no TCP bind or connect (ABI 4), signals and abstract sockets scoped to the sandbox (ABI 6).
@@ -34,14 +34,33 @@ layers that held for a run:
 An audit hook inside the interpreter still refuses most of these early, with a clear
 `PermissionError: sandbox: ...` (no fork/exec/subprocess unless allowed, no sockets, no writes outside
 the working directory, no signals to other processes). It shares the snippet's process and can be
-subverted: it only makes errors readable; the layers above are the boundary.
+switched off from within (tests/test_sandbox.py does): it only makes errors readable; the layers above
+are the boundary. What stops a determined snippet, here (first) and in a container without
+namespaces (then):
+
+    writes outside (sqlite, fifo, mknod, symlink, link)  uid + Landlock + private tmpfs | uid + Landlock
+    /dev/shm, /tmp left full, beyond the memory limit     private tmpfs (size, inodes)  | Landlock; else
+                                                          uid + removal of its files afterwards
+    network                                               network namespace + seccomp (+ Landlock TCP)
+    reading the caller's environment                      uid (ptrace access check)
+    a daemon that outlives the call                       subreaper (+ the parent kills the uid's)
+    forking past max_processes                            uid (RLIMIT_NPROC is per uid; root is exempt)
+    killing the caller (any import of posix, pidfd)       uid, Landlock signal scope (ABI 6)
+    a deep tree, many files                               tmpfs freed by the kernel, inode cap | rm -rf,
+                                                          finished in the background after the grace
+    a forged error report                                 the report pipe; the verdict is the parent's
 
 `stdout` keeps the first `max_output_chars` characters; `error` is None when the snippet ran to the
 end (even with truncated output), else the last line of its traceback or the reason it was stopped.
-The exception summary comes on a pipe of its own, never from parsing stderr: what a snippet prints
-cannot pose as the sandbox's verdict (timeouts, floods, signals and exit codes are decided here).
-Without root only Landlock, seccomp, rlimits and the timeout apply (and the old clean-up by process
-group and environment marker).
+The exception summary comes on a pipe of its own, never from parsing stderr, and only lines written
+after the sandbox's own set-up count: what a snippet prints cannot pose as the sandbox's verdict
+(timeouts, floods, signals, exit codes and set-up failures are decided here).
+Without root only Landlock (with its signal scope), seccomp, the subreaper, rlimits and the timeout
+apply. In a container without namespaces or Landlock the
+snippet's multiprocessing has no semaphores (/dev/shm is not writable).
+
+Persistent state across code blocks (later) fits the same shape: the snippet's process would read one
+block after another from a pipe, behind the same layers, and its subtree would be killed when the session ends.
 """
 
 from __future__ import annotations
@@ -61,7 +80,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 
 __all__ = ["GRACE_SECONDS", "SandboxConfig", "SandboxResult", "run_python"]
@@ -71,7 +89,6 @@ CHILD_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbo
 _DRAIN_BYTES = 64 * 1024  # stdout read (and dropped) past the kept head before a flood is killed
 _STDERR_KEEP = 8 * 1024  # stderr is kept from the end: the traceback is there
 _STDERR_FLOOD = 1024 * 1024
-_MARK_ENV = "AIMO_SANDBOX_RUN"  # without root: the environment marker that finds escaped descendants
 _UID_BASE, _UID_SPAN = 1 << 30, 1 << 30  # per-call uids: far from any real account's
 _TYPE_NAME = re.compile(r"[A-Za-z_][\w.]*")
 USE_NAMESPACES = True  # False: the fallback layers only, as in a container that refuses unshare (tests)
@@ -209,8 +226,8 @@ def _run(code: str, cfg: SandboxConfig) -> SandboxResult:
         if os.geteuid() == 0:
             os.chown(work, uid, uid)
         code_path = os.path.join(root, "snippet.py")
-        with open(code_path, "wb") as f:
-            f.write(code.encode("utf-8", "surrogatepass"))
+        with open(os.open(code_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(code.encode("utf-8", "surrogatepass"))  # read by the supervisor, as root
         result = _spawn_and_collect(cfg, root, work, code_path, uid, start)
     finally:
         _remove_tree(root, end_by)
@@ -225,7 +242,6 @@ def _spawn_and_collect(cfg: SandboxConfig, root: str, work: str, code_path: str,
     out = _Capture(keep=4 * cfg.max_output_chars + 16, flood=4 * cfg.max_output_chars + 16 + _DRAIN_BYTES)
     err = _Capture(keep=_STDERR_KEEP, flood=_STDERR_FLOOD, tail=True)
     report, status = _Capture(keep=8192, flood=1 << 20), _Capture(keep=4096, flood=1 << 20)
-    token = uuid.uuid4().hex
     try:
         proc = subprocess.Popen(
             _child_argv(cfg, root, work, code_path, uid, report_w, status_w),
@@ -233,7 +249,7 @@ def _spawn_and_collect(cfg: SandboxConfig, root: str, work: str, code_path: str,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=root,
-            env=_child_env(work, token),
+            env=_child_env(work),
             start_new_session=True,
             close_fds=True,
             pass_fds=(report_w, status_w),
@@ -248,7 +264,7 @@ def _spawn_and_collect(cfg: SandboxConfig, root: str, work: str, code_path: str,
         if stop is not None:
             _stop(proc, start + cfg.timeout + GRACE_SECONDS / 2, uid)
     finally:
-        _kill_group(proc.pid, token)  # before reaping: the group id cannot have been reused yet
+        _kill_group(proc.pid)  # before reaping: the group id cannot have been reused yet
         _drain(pipes)
         proc.wait()
         if os.geteuid() == 0 and b"rc=" not in status.buf:  # the supervisor died before its clean-up
@@ -303,10 +319,10 @@ def _launcher() -> str:
     return f"import sys;sys.path.insert(0,{folder!r});import sandbox_child as c;del sys.path[0];c.main(sys.argv[1:])"
 
 
-def _child_env(work: str, token: str) -> dict[str, str]:
+def _child_env(work: str) -> dict[str, str]:
     """A minimal environment: nothing of the parent's (tokens, credentials) reaches the snippet."""
     one = "1"
-    env = {
+    return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": work,
         "TMPDIR": work,
@@ -320,9 +336,6 @@ def _child_env(work: str, token: str) -> dict[str, str]:
         "NUMEXPR_NUM_THREADS": one,
         "MPLBACKEND": "Agg",
     }
-    if os.geteuid() != 0:  # no uid of its own: descendants that leave the group are found by this
-        env[_MARK_ENV] = token
-    return env
 
 
 @functools.lru_cache(maxsize=1)
@@ -418,7 +431,7 @@ def _stop(proc: subprocess.Popen, until: float, uid: int) -> None:
         while not _has_exited(proc.pid):
             left = until - time.monotonic()
             if left <= 0:
-                _kill_group(proc.pid, None)
+                _kill_group(proc.pid)
                 if os.geteuid() == 0:
                     _kill_uid(uid)
                 return
@@ -461,22 +474,16 @@ def _drain(pipes: list) -> None:
             cap.add(chunk)
 
 
-def _kill_group(pgid: int, token: str | None) -> None:
-    """SIGKILL the run's process group; without root, also what carries the run's marker."""
+def _kill_group(pgid: int) -> None:
+    """SIGKILL what is left of the run's process group (normally nothing: the supervisor killed it)."""
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    if token is None or os.geteuid() == 0:
-        return
-    marker = f"{_MARK_ENV}={token}".encode()
-    for _ in range(3):  # a daemon may be forking while we look
-        if not _kill_matching(lambda pid: marker in _proc_bytes(pid, "environ")):
-            break
 
 
 def _kill_uid(uid: int) -> None:
-    """The last resort when the supervisor did not clean up: every process of the run's uid."""
+    """The last resort when the supervisor died before its clean-up: every process of the run's uid."""
     owner = f"Uid:\t{uid}\t".encode()
     for _ in range(5):
         if not _kill_matching(lambda pid: owner in _proc_bytes(pid, "status")):

@@ -3,18 +3,16 @@
 Imported from its directory (then removed from sys.path) rather than run as a script, so that its
 cached bytecode is used: compiling 600 lines on every run would cost milliseconds.
 
-Three processes, each trusted until the last one runs the snippet:
+Two processes; the second runs the snippet once it has confined itself:
 
-* the supervisor (the process `run_python` started) unshares new mount, network, IPC and PID namespaces
+* the supervisor (the process `run_python` started) unshares new mount, network and IPC namespaces
   where the kernel allows it, mounts one size- and inode-limited tmpfs for everything the snippet may
-  write (its working directory, /tmp, /var/tmp, /dev/shm, /run/lock), forks, waits, kills what is
-  left, and reports the exit status on a pipe that only it holds;
-* in a PID namespace, an init (PID 1, root) mounts a fresh /proc, forks the snippet's process, reaps
-  orphans, and passes the snippet's exit status on; when it exits the kernel kills everything left in
-  the namespace, and it dies with the supervisor (PR_SET_PDEATHSIG);
-* the snippet's process sets the rlimits, drops to the run's own uid, sets no_new_privs, restricts
-  itself with Landlock and seccomp, installs the audit hook (friendly errors only: it is not a
-  boundary) and runs the snippet. Its exception summary goes to a report pipe, not to stderr.
+  write (its working directory, /tmp, /var/tmp, /dev/shm, /run/lock), becomes a child subreaper, forks,
+  waits, kills every descendant left, and reports the exit status on a pipe that only it holds;
+* the snippet's process sets the rlimits, drops to the run's own uid, dies with the supervisor
+  (PR_SET_PDEATHSIG), sets no_new_privs, restricts itself with Landlock and seccomp, installs the
+  audit hook (friendly errors only: it is not a boundary) and runs the snippet. Its exception summary
+  goes to a report pipe, not to stderr.
 
 Standard library only, and cheap to start: `signal` (enum) and `ctypes` cost milliseconds of import per
 run, so this uses `_signal` and a minimal binding over `_ctypes` for the few libc calls it needs.
@@ -29,12 +27,15 @@ import sys
 # ----------------------------------------------------------------------------------------------
 # Constants of the Linux ABI (x86-64 and arm64 share these numbers)
 
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID = 0x20000, 0x08000000, 0x40000000, 0x20000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET = 0x20000, 0x08000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 1, 38, 22, 2
+PR_SET_CHILD_SUBREAPER = 36
 PR_SET_KEEPCAPS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_DAC_READ_SEARCH = 8, 47, 2, 2
 SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
-NAMESPACES = (("mount", CLONE_NEWNS), ("network", CLONE_NEWNET), ("ipc", CLONE_NEWIPC), ("pid", CLONE_NEWPID))
+# No PID namespace: the pids a snippet prints stay the caller's (tests check them); the subreaper
+# and the uid do what it would (nothing survives, nothing of the caller's can be signalled).
+NAMESPACES = (("mount", CLONE_NEWNS), ("network", CLONE_NEWNET), ("ipc", CLONE_NEWIPC))
 SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # world-writable: replaced or cleaned
 
 
@@ -123,8 +124,8 @@ def _parse(argv: list[str]) -> dict:
 
 
 def supervise(args: dict) -> None:
-    """Set up the namespaces, run the snippet's process (through an init where there is a PID
-    namespace), clean up, and write `rc=<status> layers=<names>` on the status pipe."""
+    """Set up the namespaces, run the snippet's process as a child, kill every descendant it left,
+    and write `rc=<status> layers=<names>` on the status pipe (which only this process holds)."""
     status_fd = args["status_fd"]
     with open(args["code_path"], encoding="utf-8", errors="surrogatepass") as f:
         code = f.read()
@@ -136,21 +137,18 @@ def supervise(args: dict) -> None:
         layers = [f"{name}-namespace" for name in namespaces]
         if os.geteuid() == 0:
             layers.append("uid")
+        _check(_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "subreaper")  # orphans come here
+        layers.append("subreaper")
     except Exception as exc:  # a broken setup is the sandbox's failure, reported as such
         _send(status_fd, f"failure={type(exc).__name__}: {exc}")
         os._exit(0)
-    inner_r, inner_w = os.pipe()  # the init's report of the snippet's status
     child = os.fork()
     if child == 0:
-        os.close(inner_r)
         os.close(status_fd)
-        if "pid-namespace" in layers:
-            _init(args, code, layers, inner_w)
-        _snippet_process(args, code, layers, keep=(inner_w,))
-    os.close(inner_w)
+        _snippet_process(args, code, layers)
     state = {"done": False}
 
-    def stop(_signum, _frame):  # the parent's timeout: the init's death ends the whole namespace
+    def stop(_signum, _frame):  # the parent's timeout
         if not state["done"]:
             os.kill(child, signal.SIGKILL)
 
@@ -159,15 +157,54 @@ def supervise(args: dict) -> None:
     os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT)  # a zombie: its pid cannot be reused yet
     state["done"] = True
     status = os.waitpid(child, 0)[1]
-    relayed = os.read(inner_r, 64).decode()
-    if relayed and os.WIFEXITED(status):
-        status = int(relayed)
-    if "pid-namespace" not in layers and "uid" in layers:
-        _kill_uid(args["uid"])
+    _kill_descendants()
     if "mount-namespace" not in layers and "uid" in layers:
         _remove_owned(SHARED_WRITABLE, args["uid"])
     _send(status_fd, f"rc={os.waitstatus_to_exitcode(status)} layers={','.join(layers)}")
     os._exit(0)
+
+
+def _kill_descendants() -> None:
+    """SIGKILL what the snippet left running. As a child subreaper this process inherits every orphan
+    of its subtree (double forks and setsid included: no process can leave it), so killing its
+    children until none is left ends them all; a process with a pending SIGKILL cannot fork."""
+    while True:
+        children = _children()
+        if not children:
+            break
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in children:  # their own children are ours once they are gone
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:  # zombies left over
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _children() -> list[int]:
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children", "rb") as f:  # CONFIG_PROC_CHILDREN
+            return [int(pid) for pid in f.read().split()]
+    except FileNotFoundError:
+        pass
+    found = []
+    for name in os.listdir("/proc"):  # without that file: every process's parent
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                if name.isdigit() and int(f.read().rsplit(b")", 1)[1].split()[1]) == me:
+                    found.append(int(name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
 
 
 def _send(fd: int, line: str) -> None:
@@ -210,36 +247,6 @@ def _private_mounts(args: dict) -> None:
     os.chdir("/")
 
 
-def _init(args: dict, code: str, layers: list[str], report_w: int) -> None:
-    """PID 1 of the new namespace: runs the snippet's process and reaps orphans until it ends."""
-    libc = _libc()
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the supervisor killed: the namespace dies
-    if os.getppid() == 0 and "mount-namespace" in layers:  # our parent is outside the namespace
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    snippet = os.fork()
-    if snippet == 0:
-        _snippet_process(args, code, layers, keep=(report_w,))
-    while True:
-        pid, status = os.wait()
-        if pid == snippet:
-            os.write(report_w, str(status).encode())
-            os._exit(0)
-
-
-def _kill_uid(uid: int) -> None:
-    """Without a PID namespace: SIGKILL every process of the run's uid (kill(-1) as that uid)."""
-    helper = os.fork()
-    if helper == 0:
-        try:
-            os.setresuid(uid, uid, uid)
-            for _ in range(1000):  # a process with a pending SIGKILL cannot fork: this converges
-                os.kill(-1, signal.SIGKILL)
-        except OSError:  # ESRCH: none left
-            pass
-        os._exit(0)
-    os.waitpid(helper, 0)
-
-
 def _remove_owned(dirs, uid: int) -> None:
     """Without a mount namespace: delete what the run's uid left in the shared writable directories."""
     for top in dirs:
@@ -265,21 +272,23 @@ def _remove_owned(dirs, uid: int) -> None:
 # The snippet's process: limits, privileges, kernel confinement, then the snippet
 
 
-def _snippet_process(args: dict, code: str, layers: list[str], keep: tuple[int, ...]) -> None:
+def _snippet_process(args: dict, code: str, layers: list[str]) -> None:
     try:
         os.chdir(args["work"])
         _limits(args)
+        supervisor = os.getppid()
         if "uid" in layers:
             _drop_privileges(args["uid"], keep_reading=args["read_cap"] == "1")
         libc = _libc()
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after setuid, which clears it
+        if os.getppid() != supervisor:  # it died before that
+            os._exit(125)
         _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")  # setuid binaries stay powerless
         if _landlock(args["work"], "mount-namespace" in layers):
             layers.append("landlock")
         if args["seccomp"]:
             _seccomp(bytes.fromhex(args["seccomp"]))
             layers.append("seccomp")
-        for fd in keep:
-            os.close(fd)
         os.write(args["report_fd"], f"layers\t{','.join(layers)}\t\n".encode())
     except BaseException as exc:
         os.write(args["report_fd"], f"failure\t{type(exc).__name__}\t{_one_line(str(exc), 500)}\n".encode())
