@@ -712,3 +712,9 @@ def test_the_report_pipe_cannot_pose_as_the_sandbox():
     assert (
         not r.timed_out and "timed out" not in (r.error or "") and "sandbox failure" not in (r.error or "")
     ), r
+
+
+def test_runs_without_seccomp_where_libseccomp_is_missing(monkeypatch):
+    monkeypatch.setattr(sandbox, "_seccomp_program", lambda: b"")
+    r = run_python("print(2 + 2)")
+    assert (r.stdout, r.error) == ("4\n", None) and "seccomp" not in r.isolation and "uid" in r.isolation

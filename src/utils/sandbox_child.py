@@ -135,8 +135,6 @@ def supervise(args: dict) -> None:
         if "mount" in namespaces:
             _private_mounts(args)
         layers = [f"{name}-namespace" for name in namespaces]
-        if os.geteuid() == 0:
-            layers.append("uid")
         _check(_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "subreaper")  # orphans come here
         layers.append("subreaper")
     except Exception as exc:  # a broken setup is the sandbox's failure, reported as such
@@ -158,7 +156,7 @@ def supervise(args: dict) -> None:
     state["done"] = True
     status = os.waitpid(child, 0)[1]
     _kill_descendants()
-    if "mount-namespace" not in layers and "uid" in layers:
+    if "mount-namespace" not in layers and os.geteuid() == 0:
         _remove_owned(SHARED_WRITABLE, args["uid"])
     _send(status_fd, f"rc={os.waitstatus_to_exitcode(status)} layers={','.join(layers)}")
     os._exit(0)
@@ -277,23 +275,38 @@ def _snippet_process(args: dict, code: str, layers: list[str]) -> None:
         os.chdir(args["work"])
         _limits(args)
         supervisor = os.getppid()
-        if "uid" in layers:
+        if os.geteuid() == 0:
             _drop_privileges(args["uid"], keep_reading=args["read_cap"] == "1")
+            layers.append("uid")
         libc = _libc()
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after setuid, which clears it
         if os.getppid() != supervisor:  # it died before that
             os._exit(125)
         _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")  # setuid binaries stay powerless
-        if _landlock(args["work"], "mount-namespace" in layers):
-            layers.append("landlock")
-        if args["seccomp"]:
-            _seccomp(bytes.fromhex(args["seccomp"]))
-            layers.append("seccomp")
+        layers += _optional_layers(args, private_tmp="mount-namespace" in layers)
         os.write(args["report_fd"], f"layers\t{','.join(layers)}\t\n".encode())
     except BaseException as exc:
         os.write(args["report_fd"], f"failure\t{type(exc).__name__}\t{_one_line(str(exc), 500)}\n".encode())
         os._exit(125)
     _run_snippet(args, code)
+
+
+def _optional_layers(args: dict, private_tmp: bool) -> list[str]:
+    """Landlock and seccomp where the kernel (or a container's own seccomp profile) allows them: a
+    platform that refuses one still runs snippets, and `SandboxResult.isolation` says what held."""
+    held = []
+    try:
+        if _landlock(args["work"], private_tmp):
+            held.append("landlock")
+    except OSError:
+        pass
+    try:
+        if args["seccomp"]:
+            _seccomp(bytes.fromhex(args["seccomp"]))
+            held.append("seccomp")
+    except OSError:
+        pass
+    return held
 
 
 def _drop_privileges(uid: int, keep_reading: bool) -> None:
