@@ -570,6 +570,7 @@ def test_push_creates_new_datasets_versions_existing_ones_and_waits_for_kernels(
         "kernels push 03_adapter_comparison",
         "kernels push 04_quantized_inference",
         "kernels push 05_submission",
+        "kernels push 06_grpo",
     ]
 
 
@@ -628,3 +629,19 @@ def test_module_imports_only_the_standard_library_at_top_level():
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_recipe_writes_its_values_into_the_kernels_parameters_cells(tmp_path, wheel_cache):
+    from utils.recipes import load_recipe
+
+    out = tmp_path / "kaggle"
+    build(options(out, REPO / "notebooks", wheel_cache, recipe="deepseek-math-7b-2xt4"))
+    recipe = load_recipe("deepseek-math-7b-2xt4")
+    for name, values in recipe.params.items():
+        assert {k: parameters(notebook(out, name))[k] for k in values} == values, name
+    assert parameters(notebook(out, "02_lora_sft"))["OUTPUT_DIR"] == "/kaggle/working"
+
+
+def test_an_unknown_recipe_stops_the_build_in_one_line(capsys):
+    assert kaggle.main(["build", "--out", "/tmp/never", "--no-wheels", "--recipe", "no-such-recipe"]) == 2
+    assert "no recipe 'no-such-recipe'" in capsys.readouterr().err

@@ -37,6 +37,7 @@ NOTEBOOKS = (
     "03_adapter_comparison",
     "04_quantized_inference",
     "05_submission",
+    "06_grpo",
 )
 PREFIX = "aimo-peft"
 PACKAGE_SLUG = f"{PREFIX}-utils"
@@ -114,6 +115,7 @@ SPECS: dict[str, KernelSpec] = {
                                          needs=("01_data_prep", "02_lora_sft")),
     "05_submission": KernelSpec("05_submission", "AIMO PEFT 05 Submission", needs=("02_lora_sft",),
                                 competition=True, params={"COMPETITION": None}),
+    "06_grpo": KernelSpec("06_grpo", "AIMO PEFT 06 GRPO", needs=("01_data_prep", "02_lora_sft")),
 }  # fmt: skip
 
 
@@ -508,7 +510,9 @@ def kernel_metadata(spec: KernelSpec, user: str, competition_slug: str, with_dat
     }
 
 
-def kaggle_params(spec: KernelSpec, competition: str, with_data: bool) -> dict:
+def kaggle_params(spec: KernelSpec, competition: str, with_data: bool, recipe=None) -> dict:
+    """A kernel's parameters: Kaggle's paths, the spec's values, then the recipe's for this notebook (a
+    `utils.recipes.Recipe`), so that the uploaded kernel runs the recipe unchanged."""
     values: dict[str, object] = {
         "MODEL": MODEL_PARAM,
         "DATA_DIR": DATA_SLUG if with_data else "",
@@ -517,6 +521,8 @@ def kaggle_params(spec: KernelSpec, competition: str, with_data: bool) -> dict:
     values.update(
         {k: (competition if k == "COMPETITION" and v is None else v) for k, v in spec.params.items()}
     )
+    if recipe is not None:
+        values.update(recipe.params.get(spec.name, {}))
     return values
 
 
@@ -534,6 +540,7 @@ class BuildOptions:
     notebooks_dir: Path | None = None  # default: <root>/notebooks
     wheel_cache: Path | None = None  # default: <root>/cache/kaggle_wheels
     also: tuple[str, ...] = ()
+    recipe: str | None = None  # recipes/<name>: its values go into the kernels' parameters cells
     runner: Callable = subprocess.run
 
 
@@ -574,7 +581,10 @@ def _write_json(path: Path, obj: object) -> None:
 
 
 def _build_into(tmp: Path, opts: BuildOptions, notebooks: dict[str, Path], competition_slug: str) -> dict:
+    from utils.recipes import load_recipe
+
     user, with_data = opts.user, opts.data_dir is not None
+    recipe = load_recipe(opts.recipe) if opts.recipe else None
     requirements = opts.root / "requirements.txt"
     pins = select_wheels(requirements, also=opts.also)
     datasets = [
@@ -593,7 +603,7 @@ def _build_into(tmp: Path, opts: BuildOptions, notebooks: dict[str, Path], compe
         needs = {n: kernel_slug(n) for n in spec.needs}
         nb = kaggle_notebook(
             read_notebook(path),
-            kaggle_params(spec, opts.competition, with_data),
+            kaggle_params(spec, opts.competition, with_data, recipe),
             setup_cell(pins, needs),
             str(path),
         )
@@ -890,6 +900,8 @@ def _wait_for(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from utils.recipes import RecipeError
+
     parser = argparse.ArgumentParser(prog="python -m utils.kaggle", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="write dist/kaggle")
@@ -903,6 +915,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="download the wheels from PyPI (--no-wheels: use what cache/kaggle_wheels holds)",
     )
     b.add_argument("--data-dir", type=Path, default=None, help="public data sets to upload as a dataset")
+    b.add_argument("--recipe", default=None, help="recipes/<name> whose values the kernels' parameters cells take")
     b.add_argument(
         "--also",
         action="append",
@@ -934,6 +947,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     wheels=args.wheels,
                     data_dir=args.data_dir,
                     also=tuple(args.also),
+                    recipe=args.recipe,
                 )
             )
             print(
@@ -942,7 +956,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         else:
             push(args.dist, dry_run=args.dry_run, only=args.only, wait=args.wait)
-    except KaggleError as e:
+    except (KaggleError, RecipeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

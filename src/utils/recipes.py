@@ -47,12 +47,12 @@ class Recipe:
         return self.folder / f"{notebook}.yaml"
 
 
-def available() -> list[str]:
-    return sorted(p.parent.name for p in RECIPES_DIR.glob("*/recipe.yaml"))
+def available(recipes_dir: Path | None = None) -> list[str]:
+    return sorted(p.parent.name for p in (recipes_dir or RECIPES_DIR).glob("*/recipe.yaml"))
 
 
-def load_recipe(name: str, recipes_dir: Path = RECIPES_DIR) -> Recipe:
-    folder = recipes_dir / name
+def load_recipe(name: str, recipes_dir: Path | None = None) -> Recipe:
+    folder = (recipes_dir or RECIPES_DIR) / name
     meta_path = folder / "recipe.yaml"
     if not meta_path.is_file():
         raise RecipeError(f"no recipe {name!r}: {meta_path} is missing (recipes: {', '.join(available())})")
@@ -134,9 +134,12 @@ def _check_hardware(recipe: Recipe) -> list[str]:
         values = merged_parameters(recipe, notebook)
         problems += _check_learning_rate(recipe, notebook, values, big)
         problems += _check_new_tokens(recipe, notebook, values, big)
-        for plan in notebook_plans(notebook, values, arch, card):
-            if not plan.fits:
-                problems.append(f"{recipe.file(notebook)}: {plan}")
+        try:
+            plans = notebook_plans(notebook, values, arch, card)
+        except ValueError as e:  # a value the plan cannot read (an unknown quantization, say)
+            problems.append(f"{recipe.file(notebook)}: {e}")
+            continue
+        problems += [f"{recipe.file(notebook)}: {plan}" for plan in plans if not plan.fits]
     return problems
 
 
