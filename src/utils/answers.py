@@ -58,10 +58,10 @@ _DROP_RE = re.compile(
     rf"\\(?:{_TEXT_CMDS}|mathbf|textbf|mathit|textit|bf|rm|operatorname)\s*(?=\{{)"
 )
 # Units and trailing words: "42 \text{ cm}^2", "18 dollars", "60^\circ", "20\%". Not `\mathrm{e}` or
-# `\mathrm{i}` (constants: "2\mathrm{e}" is no 2) nor `\text{lcm}` (a function).
+# `\mathrm{i}` (constants: "2\mathrm{e}" is no 2) nor `\text{lcm}(4, 6)` (a function; "\text{ min}" is a unit).
 _UNIT_RE = re.compile(
     r"(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degrees?|°|\\%|%|\\\$|"
-    rf"\\(?:{_TEXT_CMDS})\s*\{{(?!\s*(?:[ei]|{_FUNCTIONS})\s*\}})\s*[A-Za-z][^{{}}]*\}}"
+    rf"\\(?:{_TEXT_CMDS})\s*\{{(?!\s*(?:[ei]\s*\}}|(?:{_FUNCTIONS})\s*\}}\s*\())\s*[A-Za-z][^{{}}]*\}}"
     r"(?:\s*\^\s*\{?\d\}?)?)"
 )
 # "\gcd(18, 3)", "\operatorname{lcm}(4,6)" (once `\operatorname` is dropped: "{lcm}(4,6)"), "max(3,7)".
@@ -112,7 +112,7 @@ _MAX_PAREN_DEPTH = 4  # nested "(" cost math_verify 0.1-0.5 s at depth 4-6 (load
 _MAX_EVAL_BRACE_DEPTH = 8  # 20 nested "{" cost math_verify 4 s (it builds nested sets)
 _MAX_DIGITS = 10_000  # any number sympy would build on the way; 10^4 digits take milliseconds
 _MAX_EXPONENT_DIGITS = 5  # an exponent beyond 10^5 makes a number beyond _MAX_DIGITS from any base >= 2
-_MAX_ANSWER_DIGITS = 1000  # a longer integer is never an answer (and str() refuses 4300+ digits)
+_MAX_ANSWER_DIGITS = 4000  # MATH has 2^{4950} (1491 digits); str() refuses 4300+ digits by default
 _EVAL_SECONDS = 0.8  # evaluation time one public call may spend, all its expressions together
 
 _log = logging.getLogger(__name__)
@@ -534,7 +534,9 @@ _BARE_NUM_RE = re.compile(
     rf"(?:(?<![\w)\]}}.^_{{\\/])[-\u2212]|(?<![\w.^_{{\\/\-\u2212]))(?<!\d,)(?<![eE]\+)(?>{_PROSE_UNSIGNED}(?:[eE][-+]?\d{{1,3}})?)"
     rf"(?:\s*/\s*(?>{_UNSIGNED})|\s*\^\s*(?:\d+|\{{\s*\d+\s*\}}))?(?P<glued>[A-Za-z]|,\d)?"
 )
-_LEADING_NUM_RE = re.compile(rf"^\$?\s*({_NUM})(?=\s+[A-Za-z(]|\s*(?:,(?!\s*\d)|[;:!?)])|\s*$|\s*\.(?!\d))")
+_LEADING_NUM_RE = re.compile(
+    rf"^\$?\s*({_NUM})(?=\s+[A-Za-z(]|\s*(?:,(?!\s*\d)|!(?!\S)|[;:?)])|\s*$|\s*\.(?!\d))"
+)
 _SEVERAL_NUMBERS_RE = re.compile(rf"^\$?\s*{_NUM}\s*\$?\s*(?:,\s*)?(?:and|or)\s+\$?\s*[-\u2212]?\d")
 _LIST_TAIL_RE = re.compile(r"\d\s*[,;]\s*(?:(?:and|or)\s+)?$")  # the number follows "1, 2, and "
 _SPECIAL_TOKEN_RE = re.compile(r"<\|[^<>\n]{0,40}?\|>|<\uff5c[^<>\n]{0,40}?\uff5c>|</?s>")  # <|im_end|>, </s>
