@@ -254,6 +254,10 @@ def _spawn_and_collect(cfg: SandboxConfig, root: str, work: str, code_path: str,
             close_fds=True,
             pass_fds=(report_w, status_w),
         )
+    except BaseException:
+        os.close(report_r)
+        os.close(status_r)
+        raise
     finally:
         os.close(report_w)
         os.close(status_w)
