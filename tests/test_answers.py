@@ -365,6 +365,7 @@ FORMAT_CASES = [
     (_boxed("12{,}345"), 12345),
     (_boxed("1{,}000{,}000"), 1000000),
     ("The final answer is $1{,}024$.", 1024),
+    ("Final Answer: The final answer is $14 {, }916$. I hope it is correct.", 14916),
     ("The answer is $10,\\!000$.", 10000),
     ("The answer is 1 000 000", 1000000),
     ("So the total number of ways is 1 000", 1000),

@@ -46,9 +46,12 @@ _SEP = r"(?:,\\!\s*|\{,\}|,|\\,|\\!|\\ |\\;|[\u2009\u202f\u00a0'])"
 _UNSIGNED = rf"(?:[1-9]\d{{0,2}}(?:{_SEP}\d{{3}})+(?!\d)|\d+)(?:\.\d+)?"  # "0,5" is no thousands
 _NUM = rf"[-\u2212]?{_UNSIGNED}"
 _PLAIN_INT_RE = re.compile(rf"^[-+]?(?:[1-9]\d{{0,2}}(?:(?:{_SEP}| )\d{{3}})+|\d+)(?:\.0*)?$")
-# LaTeX thousands separators, removed before anything reads commas: "1{,}000", "10,\! 000", "1\,000".
+# LaTeX thousands separators, removed before anything reads commas: "1{,}000", "10,\! 000", "1\,000",
+# "14 {, }916".
 # Only before whole 3-digit groups: "3{,}5" is a decimal comma (3.5), and stays a comma.
-_LATEX_GROUP_SEP_RE = re.compile(r"(?:(?<=[1-9])|(?<=\d\d))(?:,\\!|\{,\}|\\,|\\!|\\;)\s*(?=\d{3}(?!\d))")
+_LATEX_GROUP_SEP_RE = re.compile(
+    r"(?:(?<=[1-9])|(?<=\d\d))\s*(?:,\\!|\{\s*,\s*\}|\\,|\\!|\\;)\s*(?=\d{3}(?!\d))"
+)
 
 _TEXT_CMDS = r"text|textnormal|textup|textrm|mathrm|mbox|hbox"
 _FUNCTIONS = r"gcd|lcm|max|min"
