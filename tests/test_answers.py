@@ -427,6 +427,11 @@ FORMAT_CASES = [
     ("[1, 2, 3]", None),
     ("```output\n(1, 2)\n```", None),
     ("The values are 1, 2, and 3", None),
+    ("So the roots are $1$, $2$ and $3$", None),
+    ("The solutions are $4$ and $9$", None),
+    ("So it lies between 5 and 10", None),
+    ("The sum of 5 and 10 is 15", 15),
+    ("So 12 apples and 3 pears", 3),
     ("so it is 10 which is 1,000.99m", None),
     # exact arithmetic
     (_boxed("4.2 \\times 10^1"), 42),

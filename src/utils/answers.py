@@ -541,7 +541,10 @@ _LEADING_NUM_RE = re.compile(
     rf"^\$?\s*({_NUM})(?=\s+[A-Za-z(]|\s*(?:,(?!\s*\d)|!(?!\S)|[;:?)])|\s*$|\s*\.(?!\d))"
 )
 _SEVERAL_NUMBERS_RE = re.compile(rf"^\$?\s*{_NUM}\s*\$?\s*(?:,\s*)?(?:and|or)\s+\$?\s*[-\u2212]?\d")
-_LIST_TAIL_RE = re.compile(r"\d\s*[,;]\s*(?:(?:and|or)\s+)?$")  # the number follows "1, 2, and "
+# A number that follows another in a list: "1, 2, and 3", "[1, 2]", "between 5 and 10"; "$1$, $2$ and $3$".
+_LIST_TAIL_RE = re.compile(r"\d\s*(?:[,;]\s*(?:(?:and|or)\s+)?|\s(?:and|or)\s+)$")
+_LIST_GAP_WORDS_RE = re.compile(r"\s*(?:[,;]\s*(?:(?:and|or)\s+)?|(?:and|or)\s+)")
+_NUMBER_CHUNK_RE = re.compile(rf"\s*{_NUM}\s*")
 _SPECIAL_TOKEN_RE = re.compile(r"<\|[^<>\n]{0,40}?\|>|<\uff5c[^<>\n]{0,40}?\uff5c>|</?s>")  # <|im_end|>, </s>
 _FENCE_RE = re.compile(r"^[ \t]*```[ \t]*(\w*)")
 _MAX_TEXT_CHARS = 200_000  # the tail of a longer output is read (~50k tokens; answers come last)
@@ -723,12 +726,13 @@ def _prose_and_output_lines(text: str) -> list[str]:
 
 
 def _last_value_in_line(line: str) -> int | None:
-    """Whichever comes last: a `$...$` chunk (its value) or a bare number outside chunks."""
+    """Whichever comes last: a `$...$` chunk (its value) or a bare number outside chunks. One that
+    follows another number in a list ("1, 2, and 3", "$4$ and $9$") has no value: several answers."""
     candidates: list[tuple[int, str]] = []
     chunks = list(_MATH_CHUNK_RE.finditer(line))
-    for c in chunks:
+    for previous, c in zip([None, *chunks], chunks, strict=False):
         if re.search(r"\d", _chunk_text(c)):  # "$n$" in "42 is the value of $n$" is no answer
-            candidates.append((c.end(), _chunk_text(c)))
+            candidates.append((c.end(), "" if _listed_chunks(line, previous, c) else _chunk_text(c)))
     masked = _MATH_CHUNK_RE.sub(lambda c: " " * len(c.group(0)), line)
     for n in _BARE_NUM_RE.finditer(masked):  # "2x", "1,000.99m", "3,5", "[1, 2, 3]": last, but no value
         listed = _LIST_TAIL_RE.search(masked, 0, n.start())
@@ -736,6 +740,14 @@ def _last_value_in_line(line: str) -> int | None:
     if not candidates:
         return None
     return _latex_to_int(max(candidates, key=lambda c: c[0])[1])
+
+
+def _listed_chunks(line: str, previous: re.Match | None, chunk: re.Match) -> bool:
+    """Whether `chunk` and the one before are two numbers of a list: "$4$ and $9$", not "$x=2$ and $y=3$"."""
+    if previous is None or not _NUMBER_CHUNK_RE.fullmatch(_chunk_text(chunk)):
+        return False
+    gap = _LIST_GAP_WORDS_RE.fullmatch(line, previous.end(), chunk.start())
+    return bool(gap) and bool(_NUMBER_CHUNK_RE.fullmatch(_chunk_text(previous)))
 
 
 # --------------------------------------------------------------------------------------------------
