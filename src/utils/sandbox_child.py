@@ -132,8 +132,8 @@ def supervise(args: dict) -> None:
     layers = []
     try:
         namespaces = _unshare() if args["namespaces"] == "1" else []
-        if "mount" in namespaces:
-            _private_mounts(args)
+        if "mount" in namespaces and not _private_mounts(args):
+            namespaces.remove("mount")  # e.g. an AppArmor profile that refuses mount: the host's view
         layers = [f"{name}-namespace" for name in namespaces]
         _check(_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "subreaper")  # orphans come here
         layers.append("subreaper")
@@ -210,7 +210,7 @@ def _send(fd: int, line: str) -> None:
 
 
 def _unshare() -> list[str]:
-    """All four namespaces at once, else each that the kernel grants (a container may refuse all)."""
+    """All three namespaces at once, else each that the kernel grants (a container may refuse all)."""
     if os.geteuid() != 0:
         return []
     libc = _libc()
@@ -225,13 +225,17 @@ def _mount(source, target, fstype, flags: int, data=None) -> None:
     _check(libc.mount(enc[0], enc[1], enc[2], flags, enc[3]), f"mount {target}")
 
 
-def _private_mounts(args: dict) -> None:
+def _private_mounts(args: dict) -> bool:
     """One tmpfs (bounded in bytes and inodes) holds the working directory and the shared writable
-    directories; it disappears with the namespace, however deep or large the snippet's tree."""
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    directories; it disappears with the namespace, however deep or large the snippet's tree. False
+    when the first mounts are refused (nothing changed); a failure after them raises."""
     root, work, uid = args["root"], args["work"], args["uid"]
     opts = f"size={args['tmpfs_mb']}m,nr_inodes={args['files'] + 8},mode=0711"  # 8: ours, below
-    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    try:
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    except OSError:
+        return False
     os.chdir(root)  # sources below are relative: `root` itself may be hidden by the /tmp mount
     names = {"/tmp": "tmp", "/var/tmp": "vartmp", "/dev/shm": "shm", "/run/lock": "lock"}
     for name in ("work", *names.values()):
@@ -243,6 +247,7 @@ def _private_mounts(args: dict) -> None:
     os.makedirs(work, exist_ok=True)  # inside the new /tmp when `root` was under /tmp
     _mount("work", work, None, MS_BIND)
     os.chdir("/")
+    return True
 
 
 def _remove_owned(dirs, uid: int) -> None:
