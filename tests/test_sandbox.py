@@ -716,3 +716,20 @@ def test_runs_without_seccomp_where_libseccomp_is_missing(monkeypatch):
     monkeypatch.setattr(sandbox, "_seccomp_program", lambda: b"")
     r = run_python("print(2 + 2)")
     assert (r.stdout, r.error) == ("4\n", None) and "seccomp" not in r.isolation and "uid" in r.isolation
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "libc.unshare(0x10000000)",  # a user namespace: capabilities inside it
+        "libc.unshare(0x20000)",  # a mount namespace
+        "libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)",
+        f"libc.ptrace(16, {os.getpid()}, None, None)",  # PTRACE_ATTACH to the caller
+        "libc.syscall(425, 8, None)",  # io_uring_setup: socket and file operations seccomp would not see
+        "libc.setuid(0)",
+    ],
+)
+def test_hostile_cannot_regain_privileges_or_leave_the_layout(call):
+    code = f"import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nprint({call}, ctypes.get_errno())"
+    r = hostile(code)
+    assert r.error is None and r.stdout.startswith("-1 "), r
