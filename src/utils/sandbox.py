@@ -424,8 +424,8 @@ def _collect(proc: subprocess.Popen, pipes: list, deadline: float) -> str | None
 
 
 def _stop(proc: subprocess.Popen, until: float, uid: int) -> None:
-    """Ask the supervisor to kill the run (its init, hence the namespace); if it does not exit in
-    time, kill its group and every process of the run's uid from here."""
+    """Ask the supervisor to kill the snippet's process and every descendant; if it has not exited by
+    `until`, kill its group and (as root) every process of the run's uid from here."""
     try:
         os.kill(proc.pid, signal.SIGUSR1)  # not reaped yet: the pid is still ours
     except ProcessLookupError:
