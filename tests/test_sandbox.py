@@ -443,8 +443,8 @@ def test_error_reasons_for_signals():
 
 # --- a determined snippet: the audit hook switched off, the kernel's layers must hold ---------------
 
-# Reaches the audit hook's own state through the frames of an exception raised inside it, clears the
-# list of functions it protects, and replaces its decision function: from here on it allows everything.
+# Reached the audit hook's own state through the frames of an exception raised inside it, cleared the
+# list of functions it protects, and replaced its decision function (the issue's route to switch it off).
 HOOK_OFF = """\
 import os, sys
 try:
@@ -462,6 +462,14 @@ except OSError as e:
             _loc["_decide"].__code__ = (lambda *a, **k: None).__code__
 """
 
+
+def test_the_frame_route_no_longer_switches_the_hook_off():
+    r = run_python(HOOK_OFF + "import socket\nsocket.socket(socket.AF_INET)")
+    assert r.error is not None and ("sandbox:" in r.error or "AttributeError" in r.error), r
+    r = run_python(HOOK_OFF.replace('["_ours"].clear()', '["_table"].clear()') + "print('cleared')")
+    assert r.error is not None and "cleared" not in r.stdout, r  # the path table is read-only too
+
+
 FRESH_POSIX = "del sys.modules['posix']\nimport posix\n"  # a fresh module: without the hook's stubs
 
 # Both the layers this machine grants (namespaces) and the fallbacks of a container that refuses them.
@@ -475,15 +483,18 @@ def layers(request, monkeypatch):
 
 
 def hostile(code: str, **kwargs) -> SandboxResult:
-    return run_python(HOOK_OFF + code, **kwargs)
+    """A snippet that got past the audit hook, by whatever route: it runs with no hook at all."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(sandbox, "AUDIT_HOOK", False)
+        return run_python("import sys\n" + code, **kwargs)
 
 
-def test_the_hook_can_be_switched_off_and_the_kernel_still_refuses():
+def test_without_the_hook_only_the_kernel_refuses():
     r = hostile("import socket\ntry:\n    socket.socket(socket.AF_INET)\nexcept OSError as e:\n    print(e)")
     assert r.error is None and "sandbox:" not in r.stdout  # the refusal came from the kernel, not the hook
     assert r.stdout.startswith("[Errno 13]")
     r = hostile("import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nprint(os.waitpid(pid, 0)[1])")
-    assert r.stdout == "0\n"  # the hook's fork ban is gone: only the kernel's layers are left
+    assert r.stdout == "0\n"  # no hook, no fork ban: only the kernel's layers are left
 
 
 def test_isolation_layers_are_reported():
@@ -547,8 +558,8 @@ def test_hostile_shared_memory_is_bounded_and_left_nowhere(layers):
     before = set(os.listdir("/dev/shm"))
     code = (
         "from multiprocessing import shared_memory\nimport os\ntotal = 0\n"
-        "try:\n    m = shared_memory.SharedMemory(create=True, size=1 << 20)\n    m.buf[:3] = b'abc'\n"
-        "    total += 1\nexcept OSError as e:\n    print('shm refused', type(e).__name__)\n"
+        "try:\n    m = shared_memory.SharedMemory(create=True, size=1 << 20)\n    m.buf[:] = b'x' * (1 << 20)\n"
+        "except OSError as e:\n    print('shm refused', type(e).__name__)\n"
         "try:\n    for i in range(1000):\n        with open(f'/dev/shm/x{i}', 'wb') as f:\n"
         "            for _ in range(16):\n                f.write(b'x' * (1 << 20))\n                total += 1\n"
         "except OSError as e:\n    print('stopped', type(e).__name__)\nprint('MB', total)"

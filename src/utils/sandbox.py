@@ -34,8 +34,8 @@ layers that held for a run:
 An audit hook inside the interpreter still refuses most of these early, with a clear
 `PermissionError: sandbox: ...` (no fork/exec/subprocess unless allowed, no sockets, no writes outside
 the working directory, no signals to other processes). It shares the snippet's process and can be
-switched off from within (tests/test_sandbox.py does): it only makes errors readable; the layers above
-are the boundary. What stops a determined snippet, here (first) and in a container without
+defeated from within (tests/test_sandbox.py runs hostile snippets with it absent): it only makes errors
+readable; the layers above are the boundary. What stops a determined snippet, here (first) and in a container without
 namespaces (then):
 
     writes outside (sqlite, fifo, mknod, symlink, link)  uid + Landlock + private tmpfs | uid + Landlock
@@ -92,6 +92,7 @@ _STDERR_FLOOD = 1024 * 1024
 _UID_BASE, _UID_SPAN = 1 << 30, 1 << 30  # per-call uids: far from any real account's
 _TYPE_NAME = re.compile(r"[A-Za-z_][\w.]*")
 USE_NAMESPACES = True  # False: the fallback layers only, as in a container that refuses unshare (tests)
+AUDIT_HOOK = True  # False: no audit hook, what a snippet that defeated it would face (tests)
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,7 @@ def _child_argv(
         "uid": uid,
         "read_cap": "1" if _needs_read_capability() else "0",
         "namespaces": "1" if USE_NAMESPACES else "0",
+        "hook": "1" if AUDIT_HOOK else "0",
         "report_fd": report_w,
         "status_fd": status_w,
         "seccomp": _seccomp_program().hex(),
