@@ -417,7 +417,7 @@ def _guard(work, allow_sub):
     import posix
 
     o_write = posix.O_WRONLY | posix.O_RDWR | posix.O_CREAT | posix.O_TRUNC | posix.O_APPEND
-    ours = []  # the functions below, as a tuple once they exist
+    ours = []
 
     def text(p, _fspath=posix.fspath, _str=str, _bytes=bytes, _type=type, _isinst=isinstance,
              _dec=bytes.decode, _cat=str.__add__):  # fmt: skip
@@ -584,17 +584,8 @@ def _guard(work, allow_sub):
             if why is not None:
                 raise _err("sandbox: " + event + " " + why)
 
-    # Nothing mutable stays reachable from the frames of a refusal (f_locals of decide and check_paths):
-    # the list of protected functions becomes a tuple, the table a read-only view of a dict no one holds.
-    ours = (hook, decide, text, real, fd_path, inside, may_change, may_read, check_open, check_paths,
-            check_signal, _denied)  # fmt: skip
-    table = type(type.__dict__)(path_args)  # types.MappingProxyType, without importing types
-    swap = {id(path_args): table}
-    for function in (decide, check_paths):
-        defaults = []
-        for value in function.__defaults__:
-            defaults.append(ours if type(value) is list else swap.get(id(value), value))
-        function.__defaults__ = tuple(defaults)
+    ours.extend((hook, decide, text, real, fd_path, inside, may_change, may_read, check_open, check_paths,
+                 check_signal, _denied))  # fmt: skip
     return hook
 
 
