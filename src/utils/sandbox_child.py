@@ -58,6 +58,7 @@ class _Libc:
 
         self._ctypes, self._function, self._char = _ctypes, Function, Char
         self._handle = _ctypes.dlopen(None, 0)
+        self._arrays = {}
 
     def __getattr__(self, name: str):
         function = self._function((name, self))
@@ -69,10 +70,12 @@ class _Libc:
 
     def buffer(self, data: bytes):
         """A mutable C copy of `data`, and its address (for pointers inside structures)."""
-        array_type = type(
-            "Buffer", (self._ctypes.Array,), {"_type_": self._char, "_length_": max(1, len(data))}
-        )
-        array = array_type.from_buffer_copy(data.ljust(max(1, len(data)), b"\0"))
+        size = max(1, len(data))
+        if size not in self._arrays:
+            self._arrays[size] = type(
+                "Buffer", (self._ctypes.Array,), {"_type_": self._char, "_length_": size}
+            )
+        array = self._arrays[size].from_buffer_copy(data.ljust(size, b"\0"))
         return array, self._ctypes.addressof(array)
 
 
