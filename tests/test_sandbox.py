@@ -292,8 +292,8 @@ def test_working_directory_is_fresh_usable_and_deleted():
 
 @pytest.fixture(params=["tmp", "repo"])
 def victim(request, tmp_path):
-    """A file and a folder outside the sandbox that the snippet must not touch: under /tmp (the sandbox
-    has a private /tmp: it does not even see it) and in the repository (visible, owned by root)."""
+    """A file and a folder outside the sandbox that the snippet must not touch: under /tmp (read-only
+    in the sandbox) and in the repository (owned by root)."""
     if request.param == "tmp":
         base = tmp_path
     else:
@@ -327,7 +327,7 @@ def test_writes_outside_are_refused(victim, template):
     new = victim / "keep" / "new.txt"
     code = template.format(new=new, file=victim / "keep" / "file.txt", dir=victim / "keep")
     r = run_python(code)
-    assert r.error is not None and ("PermissionError" in r.error or "FileNotFoundError" in r.error), r
+    assert r.error is not None and "PermissionError" in r.error, r
     assert not new.exists() and (victim / "keep" / "file.txt").read_text() == "original"
     assert oct((victim / "keep" / "file.txt").stat().st_mode)[-3:] != "777"
 
@@ -386,8 +386,8 @@ def test_signals_to_other_processes_are_refused():
     # signal 0 only probes: harmless even if the guard failed
     assert _refused(run_python("import os\nos.kill(os.getppid(), 0)"))
     assert _refused(run_python("import os\nos.kill(1, 0)"))
-    r = run_python(f"import os\nos.killpg({os.getpgid(0)}, 0)")  # the caller's group: not even visible
-    assert r.error is not None and ("PermissionError" in r.error or "ProcessLookupError" in r.error), r
+    assert _refused(run_python("import os\nos.killpg(os.getpgid(os.getppid()), 0)"))  # the supervisor's
+    assert _refused(run_python(f"import os\nos.killpg({os.getpgid(0)}, 0)"))  # the caller's
     assert run_python("import os\nos.kill(os.getpid(), 0)\nprint('self ok')").stdout == "self ok\n"
 
 
@@ -437,7 +437,8 @@ def test_overhead_is_small():
 def test_error_reasons_for_signals():
     assert sandbox._exit_reason(-24, "") == "CPU time limit exceeded"  # SIGXCPU
     assert re.match(r"killed by SIGSEGV", sandbox._exit_reason(-11, ""))
-    assert sandbox._exit_reason(2, "usage\nfatal: bad\n") == "exited with code 2"  # stderr is the snippet's
+    assert sandbox._exit_reason(2, "usage\nfatal: bad\n") == "fatal: bad"  # a stderr that can be trusted
+    assert sandbox._exit_reason(2) == "exited with code 2"
     assert sandbox._exit_reason(0, "warning") is None
 
 
@@ -552,7 +553,7 @@ def test_hostile_writes_outside_fail_by_any_route(layers, outside, route, templa
     repo_path, *shared = outside(route)
     r = hostile(template.format(p=str(repo_path)))
     assert r.error is not None and "sandbox:" not in r.error, r  # the kernel refused, not the hook
-    for path in shared:  # refused, or written to the run's private /tmp, /var/tmp, /dev/shm
+    for path in shared:  # refused (read-only /tmp, /var/tmp), or written to the run's private /dev/shm
         r = hostile(template.format(p=str(path)))
         assert r.error is None or "sandbox:" not in r.error, (path, r)
     for path in (repo_path, *shared):

@@ -12,11 +12,12 @@ layers that held for a run:
   anything root owns, signals to the caller or any other process (kill, pidfd, a re-imported `posix`),
   reading other processes' /proc entries (their environment), and it makes RLIMIT_NPROC count this
   run's processes only (root is exempt from it).
-* mount namespace: one tmpfs, bounded in bytes (memory_mb) and inodes (max_files), holds the working
-  directory and private /tmp, /var/tmp, /dev/shm and /run/lock. Writes by any route (sqlite, fifos,
-  device nodes, POSIX shared memory, symlinks, hard links) land there, and the kernel frees it all when
-  the run ends, however deep or large the tree. Fallback: the working directory on disk, then the
-  shared writable directories are cleared of the run uid's files and the tree is deleted with `rm -rf`.
+* mount namespace: /tmp, /var/tmp and /run/lock (writable by anyone) become read-only mounts, and one
+  tmpfs, bounded in bytes (memory_mb) and inodes (max_files), holds the working directory and a
+  private /dev/shm. Writes by any route (sqlite, fifos, device nodes, POSIX shared memory, symlinks,
+  hard links) fail or land there, and the kernel frees it all when the run ends, however deep or large
+  the tree. Fallback: the working directory on disk, then the shared writable directories are cleared
+  of the run uid's files and the tree is deleted with `rm -rf`.
 * child subreaper (PR_SET_CHILD_SUBREAPER, any Linux since 3.4, no privilege needed): every orphan of
   the snippet's subtree (double forks, setsid) is re-parented to the supervisor, not to init, so no
   process can leave it; when the snippet's process ends or the call times out, the supervisor kills
@@ -38,7 +39,7 @@ defeated from within (tests/test_sandbox.py runs hostile snippets with it absent
 readable; the layers above are the boundary. What stops a determined snippet, here (first) and in a container without
 namespaces (then):
 
-    writes outside (sqlite, fifo, mknod, symlink, link)  uid + Landlock + private tmpfs | uid + Landlock
+    writes outside (sqlite, fifo, mknod, symlink, link)  uid + Landlock + read-only /tmp | uid + Landlock
     /dev/shm, /tmp left full, beyond the memory limit     private tmpfs (size, inodes)  | Landlock; else
                                                           uid + removal of its files afterwards
     network                                               network namespace + seccomp (+ Landlock TCP)
@@ -91,6 +92,7 @@ _STDERR_KEEP = 8 * 1024  # stderr is kept from the end: the traceback is there
 _STDERR_FLOOD = 1024 * 1024
 _UID_BASE, _UID_SPAN = 1 << 30, 1 << 30  # per-call uids: far from any real account's
 _TYPE_NAME = re.compile(r"[A-Za-z_][\w.]*")
+_ERROR_MARK = "\x1e[sandbox-error] "  # what the old in-process prelude wrote to stderr; nothing reads it now
 USE_NAMESPACES = True  # False: the fallback layers only, as in a container that refuses unshare (tests)
 AUDIT_HOOK = True  # False: no audit hook, what a snippet that defeated it would face (tests)
 
@@ -553,8 +555,8 @@ def _result(cfg, returncode, stop, out, err, report, status) -> SandboxResult:
             summary = _summary(kind, name, message)
     if "rc" in fields:
         returncode = int(fields["rc"])
-    elif returncode is not None and returncode >= 0 and stop is None and failure is None:
-        failure = f"the supervisor exited with code {returncode} without a status"
+    elif stop is None and failure is None:  # the supervisor died before its report: its traceback ends stderr
+        failure = f"the supervisor ended without a status ({_exit_reason(returncode, stderr) or 'exit 0'})"
     if stop is not None and returncode is not None and returncode >= 0 and "rc" not in fields:
         returncode = -signal.SIGKILL
     if stop == "timeout":
@@ -566,7 +568,7 @@ def _result(cfg, returncode, stop, out, err, report, status) -> SandboxResult:
     elif summary is not None and returncode == 1:  # written by the snippet's own process as it failed
         error = summary
     else:
-        error = _exit_reason(returncode, stderr)
+        error = _exit_reason(returncode)  # not from stderr: the snippet writes there
     return SandboxResult(
         stdout=stdout,
         error=error,
@@ -611,7 +613,8 @@ def _cut(cap: _Capture, limit: int) -> tuple[str, bool]:
 
 
 def _exit_reason(returncode: int | None, stderr: str = "") -> str | None:
-    """Why a run without an exception summary ended. Never stderr's text: the snippet writes that."""
+    """Why a process ended, given its stderr if that can be trusted (the supervisor's own; never the
+    snippet's, which could pose as a verdict): the last line of it, else the exit code."""
     if returncode == 0:
         return None
     if returncode is None:
@@ -623,7 +626,8 @@ def _exit_reason(returncode: int | None, stderr: str = "") -> str | None:
         return f"killed by {name}" + (
             " (memory or stack limit?)" if name in ("SIGSEGV", "SIGBUS", "SIGABRT") else ""
         )
-    return f"exited with code {returncode}"
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return lines[-1].strip()[:500] if lines else f"exited with code {returncode}"
 
 
 def _signal_name(number: int) -> str:
@@ -631,3 +635,10 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+def __getattr__(name: str):
+    if name == "_PRELUDE":  # the child program's source, where the prelude string used to be
+        with open(CHILD_PROGRAM, encoding="utf-8") as f:
+            return f.read()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

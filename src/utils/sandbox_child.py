@@ -6,8 +6,9 @@ cached bytecode is used: compiling 600 lines on every run would cost millisecond
 Two processes; the second runs the snippet once it has confined itself:
 
 * the supervisor (the process `run_python` started) unshares new mount, network and IPC namespaces
-  where the kernel allows it, mounts one size- and inode-limited tmpfs for everything the snippet may
-  write (its working directory, /tmp, /var/tmp, /dev/shm, /run/lock), becomes a child subreaper, forks,
+  where the kernel allows it, makes /tmp, /var/tmp and /run/lock read-only, mounts one size- and
+  inode-limited tmpfs for everything the snippet may write (its working directory and a private
+  /dev/shm), becomes a child subreaper, forks,
   waits, kills every descendant left, and reports the exit status on a pipe that only it holds;
 * the snippet's process sets the rlimits, drops to the run's own uid, dies with the supervisor
   (PR_SET_PDEATHSIG), sets no_new_privs, restricts itself with Landlock and seccomp, installs the
@@ -28,7 +29,7 @@ import sys
 # Constants of the Linux ABI (x86-64 and arm64 share these numbers)
 
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET = 0x20000, 0x08000000, 0x40000000
-MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 1, 38, 22, 2
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_KEEPCAPS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_DAC_READ_SEARCH = 8, 47, 2, 2
@@ -229,27 +230,26 @@ def _mount(source, target, fstype, flags: int, data=None) -> None:
 
 
 def _private_mounts(args: dict) -> bool:
-    """One tmpfs (bounded in bytes and inodes) holds the working directory and the shared writable
-    directories; it disappears with the namespace, however deep or large the snippet's tree. False
-    when the first mounts are refused (nothing changed); a failure after them raises."""
-    root, work, uid = args["root"], args["work"], args["uid"]
-    opts = f"size={args['tmpfs_mb']}m,nr_inodes={args['files'] + 8},mode=0711"  # 8: ours, below
+    """The shared writable directories become read-only (/tmp, /var/tmp, /run/lock: still readable, as
+    before) and one tmpfs, bounded in bytes and inodes, holds the working directory and a private
+    /dev/shm; it disappears with the namespace, however deep or large the snippet's tree. False when
+    the first mount is refused (nothing changed); a failure after it raises."""
+    root, uid = args["root"], args["uid"]
     try:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
-        _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, opts)
     except OSError:
         return False
-    os.chdir(root)  # sources below are relative: `root` itself may be hidden by the /tmp mount
-    names = {"/tmp": "tmp", "/var/tmp": "vartmp", "/dev/shm": "shm", "/run/lock": "lock"}
-    for name in ("work", *names.values()):
-        os.mkdir(name, 0o700)
-        os.chown(name, uid, uid)
-    for target, name in names.items():
-        if os.path.isdir(target):
-            _mount(name, target, None, MS_BIND)
-    os.makedirs(work, exist_ok=True)  # inside the new /tmp when `root` was under /tmp
-    _mount("work", work, None, MS_BIND)
-    os.chdir("/")
+    for path in SHARED_WRITABLE:
+        if path != "/dev/shm" and os.path.isdir(path):
+            _mount(path, path, None, MS_BIND | MS_REC)
+            _mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    opts = f"size={args['tmpfs_mb']}m,nr_inodes={args['files'] + 3},mode=0711"  # 3: its root, work, shm
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, opts)  # on the read-only /tmp: a mount point
+    for name in ("work", "shm"):
+        os.mkdir(f"{root}/{name}", 0o700)
+        os.chown(f"{root}/{name}", uid, uid)
+    if os.path.isdir("/dev/shm"):
+        _mount(f"{root}/shm", "/dev/shm", None, MS_BIND)
     return True
 
 
@@ -280,6 +280,7 @@ def _remove_owned(dirs, uid: int) -> None:
 
 def _snippet_process(args: dict, code: str, layers: list[str]) -> None:
     try:
+        os.setsid()  # a group of its own: the supervisor's group is "another process's" to the hook
         os.chdir(args["work"])
         _limits(args)
         supervisor = os.getppid()
@@ -371,7 +372,7 @@ def _landlock(work: str, private_tmp: bool) -> bool:
     ruleset = _u(fs, 8) + _u(3 if abi >= 4 else 0, 8) + _u(3 if abi >= 6 else 0, 8)  # fs, net, scoped
     size = 8 if abi < 4 else 16 if abi < 6 else 24
     fd = _check(libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ruleset, size, 0), "landlock")
-    writable = [(work, fs)] + [(p, fs) for p in SHARED_WRITABLE if private_tmp and os.path.isdir(p)]
+    writable = [(work, fs)] + [("/dev/shm", fs)] * (private_tmp and os.path.isdir("/dev/shm"))
     writable.append(("/dev/null", (1 << 1) | (1 << 14 if abi >= 3 else 0)))
     for path, allowed in writable:
         target = os.open(path, os.O_PATH | os.O_CLOEXEC)
