@@ -29,15 +29,16 @@ layers that held for a run:
   needs them), no namespaces, mounts, ptrace, io_uring, bpf, keyrings, System V IPC or POSIX message
   queues. no_new_privs: setuid programs gain nothing.
 * rlimits: CPU time, address space, file size, processes, open files, no core dumps.
-* the caller's wall-clock timeout: the whole namespace is killed at the deadline; the call returns
-  within `timeout + GRACE_SECONDS`, clean-up included, and `duration` counts the clean-up.
+* the caller's wall-clock timeout: the snippet's process and all its descendants are killed at the
+  deadline; the call returns within `timeout + GRACE_SECONDS`, clean-up included, and `duration`
+  counts the clean-up.
 
 An audit hook inside the interpreter still refuses most of these early, with a clear
 `PermissionError: sandbox: ...` (no fork/exec/subprocess unless allowed, no sockets, no writes outside
 the working directory, no signals to other processes). It shares the snippet's process and can be
-defeated from within (tests/test_sandbox.py runs hostile snippets with it absent): it only makes errors
-readable; the layers above are the boundary. What stops a determined snippet, here (first) and in a container without
-namespaces (then):
+defeated from within (tests/test_sandbox.py runs hostile snippets with it absent): it only makes
+errors readable; the layers above are the boundary. What stops a determined snippet, here (first) and
+in a container without namespaces (then):
 
     writes outside (sqlite, fifo, mknod, symlink, link)  uid + Landlock + read-only /tmp | uid + Landlock
     /dev/shm, /tmp left full, beyond the memory limit     private tmpfs (size, inodes)  | Landlock; else
@@ -57,11 +58,12 @@ The exception summary comes on a pipe of its own, never from parsing stderr, and
 after the sandbox's own set-up count: what a snippet prints cannot pose as the sandbox's verdict
 (timeouts, floods, signals, exit codes and set-up failures are decided here).
 Without root only Landlock (with its signal scope), seccomp, the subreaper, rlimits and the timeout
-apply. In a container without namespaces or Landlock the
-snippet's multiprocessing has no semaphores (/dev/shm is not writable).
+apply. In a container without namespaces, the snippet's multiprocessing has no semaphores where
+Landlock keeps /dev/shm unwritable.
 
 Persistent state across code blocks (later) fits the same shape: the snippet's process would read one
-block after another from a pipe, behind the same layers, and its subtree would be killed when the session ends.
+block after another from a pipe, behind the same layers, and its subtree would be killed when the
+session ends.
 """
 
 from __future__ import annotations
