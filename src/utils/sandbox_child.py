@@ -8,12 +8,12 @@ Two processes; the second runs the snippet once it has confined itself:
 * the supervisor (the process `run_python` started) unshares new mount, network and IPC namespaces
   where the kernel allows it, makes /tmp, /var/tmp and /run/lock read-only, mounts one size- and
   inode-limited tmpfs for everything the snippet may write (its working directory and a private
-  /dev/shm), becomes a child subreaper, forks,
-  waits, kills every descendant left, and reports the exit status on a pipe that only it holds;
-* the snippet's process sets the rlimits, drops to the run's own uid, dies with the supervisor
-  (PR_SET_PDEATHSIG), sets no_new_privs, restricts itself with Landlock and seccomp, installs the
-  audit hook (friendly errors only: it is not a boundary) and runs the snippet. Its exception summary
-  goes to a report pipe, not to stderr.
+  /dev/shm), becomes a child subreaper, forks, waits, kills every descendant left, and reports the
+  exit status on a pipe that only it holds;
+* the snippet's process starts a session of its own, sets the rlimits, drops to the run's own uid,
+  dies with the supervisor (PR_SET_PDEATHSIG), sets no_new_privs, restricts itself with Landlock and
+  seccomp, installs the audit hook (friendly errors only: it is not a boundary) and runs the snippet.
+  Its exception summary goes to a report pipe, not to stderr.
 
 Standard library only, and cheap to start: `signal` (enum) and `ctypes` cost milliseconds of import per
 run, so this uses `_signal` and a minimal binding over `_ctypes` for the few libc calls it needs.
@@ -37,7 +37,7 @@ SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF =
 # No PID namespace: the pids a snippet prints stay the caller's (tests check them); the subreaper
 # and the uid do what it would (nothing survives, nothing of the caller's can be signalled).
 NAMESPACES = (("mount", CLONE_NEWNS), ("network", CLONE_NEWNET), ("ipc", CLONE_NEWIPC))
-SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # world-writable: replaced or cleaned
+SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # world-writable: made private or cleaned
 
 
 class _Libc:
