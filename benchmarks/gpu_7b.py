@@ -354,10 +354,21 @@ def train_phase(model: torch.nn.Module, tokens: int, shapes: Shapes, vocab_limit
     return result
 
 
-def packing_phase(model: torch.nn.Module, shapes: Shapes, vocab_limit: int, pad_id: int, device: str) -> dict:
-    """Phase 2: the same 8 examples padded to the longest vs packed into one row; real tokens/s."""
+def packing_phase(
+    model: torch.nn.Module,
+    shapes: Shapes,
+    vocab_limit: int,
+    pad_id: int,
+    device: str,
+    lengths: list | None = None,
+) -> dict:
+    """Phase 2: the same 8 examples padded to the longest vs packed into one row; real tokens/s. `lengths`:
+    the examples' lengths (default: uniform in shapes.pack_min..pack_max)."""
     gen = torch.Generator().manual_seed(1)
-    lengths = torch.randint(shapes.pack_min, shapes.pack_max + 1, (shapes.pack_n,), generator=gen).tolist()
+    if lengths is None:
+        lengths = torch.randint(
+            shapes.pack_min, shapes.pack_max + 1, (shapes.pack_n,), generator=gen
+        ).tolist()
     seqs = [random_tokens(n, vocab_limit, gen) for n in lengths]
     real = sum(lengths)
     variants = {

@@ -51,10 +51,10 @@ NOTES = {
 
 
 def load_results(results_dir: Path = RESULTS_DIR) -> dict[str, dict]:
-    """The stored results by benchmark name (gpu_7b.json is read separately: it has its own layout)."""
+    """The stored results by benchmark name (the GPU scripts' files are read separately: their own layouts)."""
     found = {}
     for path in sorted(results_dir.glob("*.json")):
-        if path.stem == "gpu_7b":
+        if path.stem in ("gpu_7b", "gpu_series"):
             continue
         try:
             data = json.loads(path.read_text())

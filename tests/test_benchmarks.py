@@ -8,6 +8,7 @@ A random tiny Llama stands in for the embedded model: speed code does not depend
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import textwrap
 from dataclasses import asdict
@@ -258,3 +259,23 @@ def test_real_data_padding_reads_notebook_01s_rows_and_names_what_is_missing(tin
     lines = report._real_padding_lines(found)
     assert "gsm8k" in lines[-1] and "math" not in lines[-1]
     assert real_data_padding(tiny_tokenizer, 16, 4096, outputs=tmp_path / "nowhere")["gsm8k"]["missing"]
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_its_notebooks_on_whatever_device_there_is(tmp_path):
+    """The GPU check's CPU mode: the script a lent GPU runs is always ready (benchmarks/gpu_check.py)."""
+    out = tmp_path / "gpu_series.json"
+    cmd = [sys.executable, "benchmarks/gpu_check.py", "--tiny", "--only", "7b-t4-recipe", "--out", str(out),
+           "--work", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    notebooks = result["runs"]["7b-t4-recipe"]
+    assert set(notebooks) == {"02_lora_sft", "04_quantized_inference", "05_submission"}
+    assert all(v["error"] is None and v["wall_s"] > 0 for v in notebooks.values()), notebooks
+    for source in ("gsm8k", "math"):
+        packing = result["packing"][source]
+        assert (
+            packing["real_tokens"] < packing["padded_tokens"]
+            and packing["speedup_packed_restart_vs_padded"] > 0
+        )

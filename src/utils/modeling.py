@@ -61,10 +61,13 @@ def pick_device() -> torch.device:
 
 
 def pick_dtype(device: torch.device | str | None = None) -> torch.dtype:
-    """bf16 where the GPU supports it, fp16 on older GPUs (T4, P100), fp32 on a CPU."""
+    """bf16 where the GPU supports it, fp16 on older GPUs (T4, P100), fp32 on a CPU.
+
+    `AIMO_NO_BF16=1` makes any GPU take the T4's path (fp16): how the GPU check tests it on a newer card."""
     device = torch.device(device) if device is not None else pick_device()
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        bf16 = torch.cuda.is_bf16_supported() and not os.environ.get("AIMO_NO_BF16")
+        return torch.bfloat16 if bf16 else torch.float16
     return torch.float32
 
 
