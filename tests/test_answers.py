@@ -511,6 +511,8 @@ _ADVERSARIAL = {
     "factorials": "\\boxed{(((3!)!)!)!}",
     "factorial-of-power": "\\boxed{(10^{9})!}",
     "binomial": "\\boxed{\\binom{10^{5}}{5 \\cdot 10^{4}}}",
+    "literal-binomial": "\\boxed{\\binom{1000000}{500000}}",
+    "literal-choose": "\\boxed{{1000000 \\choose 500000}}",
     "sum": "\\boxed{\\sum_{k=1}^{10^{12}} k^2}",
     "product": "\\boxed{\\prod_{i=1}^{10^{9}} i}",
     "sin-of-huge": "\\boxed{\\sin(10^{9999})}",
@@ -617,12 +619,21 @@ def test_the_time_limit_never_fires_after_a_read_returns(monkeypatch):
         total = 0
         for i in range(200_000):  # a stray _OutOfTime would surface here, in the caller's code
             total += i
-        time.sleep(0.06)  # longer than the watchdog's retry interval
+        time.sleep(0.06)  # longer than the time limit's retries
         return got
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(read_then_work, texts))
     assert all(g is None or g == i for g, i in zip(got, range(1, 80), strict=True))
+
+
+def test_timed_out_reads_do_not_pile_up_threads(monkeypatch):
+    monkeypatch.setattr(answers, "_EVAL_SECONDS", 0.0)  # every evaluation runs out of time at once
+    answers._latex_to_int.cache_clear()
+    before = threading.active_count()
+    for i in range(60):
+        assert extract_answer(f"\\boxed{{\\frac{{{2 * i}}}{{7}}}}") is None
+    assert threading.active_count() - before <= 3  # stopped workers are reused
 
 
 # ---------------------------------------------------------------- ground-truth answers

@@ -7,7 +7,7 @@ sympy). Neither raises: anything that is not an integer is None.
 
 Both are bounded on any input, on any thread: text and expressions are capped in length and nesting
 before any work, sympy's unevaluated trees are sized before evaluation ((10^4000)^10000 is refused,
-not computed), and a watchdog stops what is left after `_EVAL_SECONDS` (signal.alarm, math_verify's
+not computed), and a time limit stops what is left after `_EVAL_SECONDS` (signal.alarm, math_verify's
 own timeout, works only on the main thread). A read takes well under a second.
 """
 
@@ -20,11 +20,11 @@ import functools
 import logging
 import math
 import numbers
-import os
+import queue
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -92,6 +92,8 @@ _SET_ARGUMENTS_RE = re.compile(rf"(\\(?:{_FUNCTIONS})|\{{(?:{_FUNCTIONS})\}})\s*
 # No value to compute: Knuth arrows (powers and factorials: see _storage_digits), repeating decimals
 # ("0.\overline{9}"), elided digits or terms ("99\cdots9", "1, 2, \ldots").
 _REFUSED_RE = re.compile(r"\\(?:uparrow|overline|dot|ddot|cdots|ldots|dots)(?![A-Za-z])")
+# sympy computes binomials of literal integers while math_verify parses: \binom{10^6}{5*10^5} takes minutes.
+_LITERAL_BINOMIAL_RE = re.compile(r"\\[dt]?binom\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
 _EQUATION_LHS_RE = re.compile(r"\d\s*[A-Za-z]")  # a coefficient: "2x", "11 z"
 _SEVERAL_RE = re.compile(r",|;|\\text|\bor\b|\band\b")
 _MIXED_RE = re.compile(r"(\d)\s*(\\[dt]?frac)")  # "4\frac{1}{2}" is 4 1/2, not 4 * 1/2
@@ -107,7 +109,7 @@ _BASE_RE = re.compile(r"^(\d[0-9A-Za-z]*)_\{?(\d{1,2})\}?$")  # "52_8", "4210_{5
 
 # Bounds checked before any work that grows with them. Reading is linear in the text; what could
 # still run long (math_verify's parser on deep nesting, sympy on huge numbers) is refused by size
-# first, and cut by a time limit last (see _Watchdog).
+# first, and cut by a time limit last (see _Evaluator).
 _MAX_INPUT_CHARS = 1000  # one answer expression; longer is prose or a degenerate repeat
 _MAX_BRACE_DEPTH = 50  # each level of "{{...}}" is one more pass of _clean
 _MAX_EXPR_CHARS = 200  # what math_verify is given
@@ -286,64 +288,93 @@ def _raise_in_thread(thread_id: int, exception: type[BaseException] | None) -> N
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), pending)
 
 
-class _Watchdog:
-    """Raises _OutOfTime in a thread still evaluating past its deadline: a time limit for any thread.
+@dataclass(eq=False)
+class _Job:
+    fn: Callable
+    args: tuple
+    done: threading.Event = field(default_factory=threading.Event)
+    value: object = None
+    error: BaseException | None = None
+    abandoned: bool = False  # its caller stopped waiting
+
+
+class _Evaluator:
+    """Runs evaluations in worker threads, so that a time limit can stop them whatever thread reads.
 
     signal.alarm (math_verify's own timeout) works only on the main thread and cancels a caller's alarm;
-    the solver and a gateway read answers in worker threads. One daemon thread watches every deadline
-    and costs nothing while evaluation runs. It repeats the exception every `_RETRY_SECONDS` in case
-    some library's bare `except:` swallows one. It cannot stop one long C call (a huge integer power):
-    the size checks in _storage_digits keep those from starting.
+    the solver and a gateway read answers in worker threads. Here the caller waits for its job until the
+    deadline, then has _OutOfTime raised in the worker (PyThreadState_SetAsyncExc) and returns. Only
+    workers ever receive that exception: raised in a caller, it could land inside a lock's `__enter__`
+    and leave the lock held for good. A worker that swallows it is told again a few times, then left
+    to finish on its own; the caller never waits longer. It cannot stop one long C call (a huge integer
+    power): the size checks in _storage_digits keep those from starting.
     """
 
-    _RETRY_SECONDS = 0.05
+    _RETRIES = 5
+    _RETRY_SECONDS = 0.02
 
     def __init__(self) -> None:
-        self._reset()
+        self._idle: list[_Worker] = []  # list.pop and list.append are atomic: no lock to hold
 
-    def _reset(self) -> None:  # also in a forked child, where the watching thread does not exist
-        self._changed = threading.Condition()
-        self._deadlines: dict[object, tuple[int, float]] = {}  # ticket -> (thread id, deadline)
-        self._thread: threading.Thread | None = None
+    def run_before(self, deadline: float, fn: Callable, *args):
+        """`fn(*args)`, or _OutOfTime once `deadline` (time.monotonic) has passed."""
+        job, worker = _Job(fn, args), self._idle_worker()
+        worker.jobs.put(job)
+        if not job.done.wait(max(0.0, deadline - time.monotonic())):
+            for _ in range(self._RETRIES):
+                worker.stop(job)
+                if job.done.wait(self._RETRY_SECONDS):
+                    break
+            raise _OutOfTime
+        if job.error is not None:
+            raise job.error
+        return job.value
 
-    def run_before(self, deadline: float, fn, *args):
-        """`fn(*args)`, or _OutOfTime raised out of it once `deadline` (time.monotonic) has passed."""
-        ticket = object()
-        with self._changed:
-            self._deadlines[ticket] = (threading.get_ident(), deadline)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._watch, name="answers-watchdog", daemon=True)
-                self._thread.start()
-            self._changed.notify()
-        try:
-            return fn(*args)
-        finally:
-            self._forget(ticket)
-
-    def _forget(self, ticket: object) -> None:
-        while True:  # an _OutOfTime sent just before this lock was taken lands here: forget regardless
+    def _idle_worker(self) -> _Worker:
+        while True:
             try:
-                with self._changed:
-                    thread_id, _ = self._deadlines.pop(ticket, (None, 0.0))
-                    if thread_id is not None:
-                        _raise_in_thread(thread_id, None)  # one sent but not yet raised must not escape
-                return
-            except _OutOfTime:
-                continue
-
-    def _watch(self) -> None:
-        with self._changed:
-            while True:
-                now = time.monotonic()
-                for thread_id, deadline in self._deadlines.values():
-                    if deadline <= now:
-                        _raise_in_thread(thread_id, _OutOfTime)
-                waits = [max(d - now, self._RETRY_SECONDS) for _, d in self._deadlines.values()]
-                self._changed.wait(timeout=min(waits, default=None))
+                worker = self._idle.pop()
+            except IndexError:
+                return _Worker(self._idle)
+            if worker.thread.is_alive():  # not in a forked child, where no thread was copied
+                return worker
 
 
-_watchdog = _Watchdog()
-os.register_at_fork(after_in_child=_watchdog._reset)
+class _Worker:
+    def __init__(self, idle: list[_Worker]) -> None:
+        self.jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self.current: _Job | None = None
+        self._idle = idle
+        self.thread = threading.Thread(target=self._serve, name="answers-evaluation", daemon=True)
+        self.thread.start()
+
+    def stop(self, job: _Job) -> None:
+        job.abandoned = True  # set before reading `current`, which _run sets before reading this
+        if self.current is job:
+            _raise_in_thread(self.thread.ident, _OutOfTime)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                self._run(self.jobs.get())
+            except BaseException:  # noqa: BLE001 - a stop that came after its job ended: nothing to stop
+                self.current = None
+
+    def _run(self, job: _Job) -> None:
+        self.current = job
+        try:
+            if job.abandoned:
+                raise _OutOfTime  # its caller gave up before it started
+            job.value = job.fn(*job.args)
+        except BaseException as error:  # noqa: BLE001 - _OutOfTime, or whatever fn raised: the caller's
+            job.error = error
+        self.current = None
+        _raise_in_thread(self.thread.ident, None)  # a stop sent as the job ended must not reach the next
+        job.done.set()
+        self._idle.append(self)
+
+
+_evaluator = _Evaluator()
 
 
 def _math_verify_int(latex: str) -> int | None:
@@ -355,7 +386,7 @@ def _math_verify_int(latex: str) -> int | None:
         deadline = time.monotonic() + _EVAL_SECONDS
         if active:
             _clock.deadline = deadline
-    return _watchdog.run_before(deadline, _parse_and_convert, latex)
+    return _evaluator.run_before(deadline, _parse_and_convert, latex)
 
 
 @functools.cache
@@ -376,7 +407,7 @@ def _parse_and_convert(latex: str) -> int | None:
 
 
 def _math_verify_parse(latex: str) -> list:
-    """`math_verify.parse` without its signal-based timeout (see _Watchdog); [] on any error."""
+    """`math_verify.parse` without its signal-based timeout (see _Evaluator); [] on any error."""
     try:
         import math_verify
 
@@ -411,7 +442,7 @@ def _latex_to_int(expr: str) -> int | None:
     if fast is not None:
         return fast
     too_deep = _depth(s, "([", ")]") > _MAX_PAREN_DEPTH or _depth(s, "{", "}") > _MAX_EVAL_BRACE_DEPTH
-    if len(s) > _MAX_EXPR_CHARS or too_deep or _REFUSED_RE.search(s):
+    if len(s) > _MAX_EXPR_CHARS or too_deep or _REFUSED_RE.search(s) or _has_huge_binomial(s):
         return None  # math_verify's parser slows down steeply with nesting
     # "\frac{1,000}{8}" has a thousands comma; "\gcd(830,450)" has an argument separator
     checked = _THOUSANDS_RE.sub(lambda m: m.group(0).replace(",", ""), _mask_call_commas(s))
@@ -427,6 +458,15 @@ def _decimal_as_fraction(m: re.Match) -> str:
     """2.50 -> (\\frac{25}{10}), in parentheses (math_verify reads braces in arguments as sets); 2.0 -> 2."""
     whole, decimals = m.group(1) or "0", m.group(2).rstrip("0")
     return rf"(\frac{{{whole}{decimals}}}{{1{'0' * len(decimals)}}})" if decimals else whole
+
+
+def _has_huge_binomial(s: str) -> bool:
+    """Whether a binomial of literal integers has more than _MAX_DIGITS digits (about k log10(n))."""
+    for m in _LITERAL_BINOMIAL_RE.finditer(s):
+        n, k = int(m.group(1)), int(m.group(2))
+        if min(k, max(n - k, 0)) * math.log10(n + 1) > _MAX_DIGITS:
+            return True
+    return False
 
 
 def _depth(s: str, opening: str, closing: str) -> int:
