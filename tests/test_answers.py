@@ -7,9 +7,12 @@ import json
 import logging
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -611,6 +614,7 @@ def test_an_evaluation_that_swallows_the_stop_is_stopped_again(monkeypatch):
 
 def test_the_time_limit_never_fires_after_a_read_returns(monkeypatch):
     monkeypatch.setattr(answers, "_EVAL_SECONDS", 0.002)  # deadlines race every read's own end
+    monkeypatch.setattr(answers, "_MIN_EVAL_SECONDS", 0.0)
     texts = [f"\\boxed{{\\frac{{{4 * i}}}{{4}}}}" for i in range(1, 80)]
     answers._latex_to_int.cache_clear()
 
@@ -627,8 +631,29 @@ def test_the_time_limit_never_fires_after_a_read_returns(monkeypatch):
     assert all(g is None or g == i for g, i in zip(got, range(1, 80), strict=True))
 
 
+def test_a_first_read_in_a_fresh_interpreter_is_bounded_too():
+    # The first read imports math_verify and sympy (~1 s); the time limit's floor keeps the whole call short.
+    code = (
+        "import sys, time; sys.path.insert(0, 'src'); from utils.answers import extract_answer; "
+        "t = time.monotonic(); got = extract_answer(sys.argv[1]); print(got, time.monotonic() - t)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, "-c", code, "The answer is \\boxed{(10^{4000})^{10000} - 9^{9^{9^{9}}}}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    got, elapsed = run.stdout.split()
+    assert got == "None"
+    assert float(elapsed) < 3.0
+
+
 def test_timed_out_reads_do_not_pile_up_threads(monkeypatch):
     monkeypatch.setattr(answers, "_EVAL_SECONDS", 0.0)  # every evaluation runs out of time at once
+    monkeypatch.setattr(answers, "_MIN_EVAL_SECONDS", 0.0)
     answers._latex_to_int.cache_clear()
     before = threading.active_count()
     for i in range(60):

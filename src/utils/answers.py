@@ -118,7 +118,8 @@ _MAX_EVAL_BRACE_DEPTH = 8  # 20 nested "{" cost math_verify 4 s (it builds neste
 _MAX_DIGITS = 10_000  # any number sympy would build on the way; 10^4 digits take milliseconds
 _MAX_EXPONENT_DIGITS = 5  # an exponent beyond 10^5 makes a number beyond _MAX_DIGITS from any base >= 2
 _MAX_ANSWER_DIGITS = 4000  # MATH has 2^{4950} (1491 digits); str() refuses 4300+ digits by default
-_EVAL_SECONDS = 0.8  # evaluation time one public call may spend, all its expressions together
+_EVAL_SECONDS = 0.8  # time one public call may spend before its evaluations are stopped, all together
+_MIN_EVAL_SECONDS = 0.3  # ... but at least this much after the one-off import (~1 s on a first call)
 
 _log = logging.getLogger(__name__)
 
@@ -229,7 +230,11 @@ def _storage_digits(node) -> float:
     """
     import sympy
 
-    if node.is_infinite:  # oo, zoo: also the limit of a sum that would never end
+    # oo, -oo, zoo: also the limit of a sum that would never end. Compared by identity: assumption
+    # queries such as `is_infinite` can evaluate the tree (9^(9^9)) to answer.
+    if any(
+        node is infinity for infinity in (sympy.S.Infinity, sympy.S.NegativeInfinity, sympy.S.ComplexInfinity)
+    ):
         return math.inf
     if node.is_Integer:
         return _log10(int(node))
@@ -264,8 +269,8 @@ def _bounded_value(node) -> float:
     return 10**digits if digits <= _MAX_EXPONENT_DIGITS else math.inf
 
 
-# One public call's evaluation budget, per thread: `active` while extract_answer or parse_integer_answer
-# runs, `deadline` set by its first evaluation (after the one-off import, which is not evaluation).
+# One public call's time budget, per thread: `active` while extract_answer or parse_integer_answer runs,
+# from `started`; `deadline` is set by its first evaluation.
 _clock = threading.local()
 
 
@@ -275,7 +280,7 @@ class _OutOfTime(BaseException):
 
 @contextlib.contextmanager
 def _time_budget():
-    _clock.active, _clock.deadline = True, None
+    _clock.active, _clock.started, _clock.deadline = True, time.monotonic(), None
     try:
         yield
     finally:
@@ -379,11 +384,12 @@ _evaluator = _Evaluator()
 
 def _math_verify_int(latex: str) -> int | None:
     """The integer math_verify reads in `latex` (None if it reads none), within the call's time budget."""
-    _warm_up_math_verify()  # before the clock starts: the first import and parse take ~1 s
+    _warm_up_math_verify()  # outside the time limit: the first import and parse take ~1 s
     active = getattr(_clock, "active", False)
-    deadline = getattr(_clock, "deadline", None) if active else None
+    deadline = _clock.deadline if active else None
     if deadline is None:
-        deadline = time.monotonic() + _EVAL_SECONDS
+        started = _clock.started if active else time.monotonic()
+        deadline = max(started + _EVAL_SECONDS, time.monotonic() + _MIN_EVAL_SECONDS)
         if active:
             _clock.deadline = deadline
     return _evaluator.run_before(deadline, _parse_and_convert, latex)
