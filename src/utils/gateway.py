@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 import polars as pl
 
+from utils.answers import COMPETITION_RANGES
 from utils.io import TextFileError, atomic_write_bytes, csv_error_reason, read_text
 from utils.paths import find_competition_dir
 from utils.watchdog import call_with_timeout
@@ -67,13 +68,13 @@ class CompetitionSpec:
 
 
 COMPETITIONS: dict[str, CompetitionSpec] = {
-    "aimo1": CompetitionSpec("aimo1", "ai-mathematical-olympiad-prize", 999, 9 * 3600, None),
+    "aimo1": CompetitionSpec("aimo1", "ai-mathematical-olympiad-prize", COMPETITION_RANGES["aimo1"][1], 9 * 3600, None),
     "aimo2": CompetitionSpec(
-        "aimo2", "ai-mathematical-olympiad-progress-prize-2", 999, 5 * 3600, 30 * 60,
+        "aimo2", "ai-mathematical-olympiad-progress-prize-2", COMPETITION_RANGES["aimo2"][1], 5 * 3600, 30 * 60,
         server_module="kaggle_evaluation.aimo_2_inference_server", server_class="AIMO2InferenceServer",
     ),
     "aimo3": CompetitionSpec(
-        "aimo3", "ai-mathematical-olympiad-progress-prize-3", 99_999, 5 * 3600, 9 * 3600,
+        "aimo3", "ai-mathematical-olympiad-progress-prize-3", COMPETITION_RANGES["aimo3"][1], 5 * 3600, 9 * 3600,
         server_module="kaggle_evaluation.aimo_3_inference_server", server_class="AIMO3InferenceServer",
     ),
 }  # fmt: skip

@@ -384,6 +384,26 @@ def device_map_for(device: torch.device):
     return "auto" if torch.cuda.device_count() > 1 else {"": 0}
 
 
+def cpu_4bit_fallback(model) -> int:
+    """Route 4-bit layers the CPU kernel cannot take to bitsandbytes' generic path; returns how many.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks each 4-bit weight at the first inference call,
+    which needs out_features % 32 == 0 and in_features % blocksize == 0; the tiny model's 352-wide MLP
+    fails that and would crash generate. The generic path computes the same product.
+    """
+    import bitsandbytes as bnb
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
+            state = module.weight.quant_state
+            out_features, in_features = state.shape
+            if out_features % 32 or in_features % state.blocksize:
+                module.support_avx512bf16_for_cpu = False
+                count += 1
+    return count
+
+
 def load_model(name: str, quantization: str = "none", device: str | None = None):
     """Load a causal LM and its tokenizer: `tiny`, a local folder, an attached Kaggle Model, or a hub id.
 
@@ -410,8 +430,6 @@ def load_model(name: str, quantization: str = "none", device: str | None = None)
     )
     model.generation_config.pad_token_id = model.generation_config.pad_token_id or model.config.eos_token_id
     if quantization not in ("none", "16bit", None) and dev.type == "cpu":
-        from utils.quantization import cpu_4bit_fallback
-
         cpu_4bit_fallback(model)  # bitsandbytes' repacked CPU 4-bit kernels fail on odd layer widths
     return model, load_tokenizer(path)
 

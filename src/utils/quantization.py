@@ -31,7 +31,7 @@ import torch
 from utils.data import Problem
 from utils.generation import GenerationConfig, sample_reasoning
 from utils.io import atomic_write_json
-from utils.modeling import TINY, adapter_base, load_model, pick_dtype
+from utils.modeling import TINY, adapter_base, cpu_4bit_fallback, load_model, pick_dtype
 from utils.paths import find_model_dir
 from utils.profiling import measure
 from utils.prompts import build_prompt, solution_for
@@ -113,26 +113,6 @@ def merge_adapter(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-def cpu_4bit_fallback(model) -> int:
-    """Route 4-bit layers the CPU kernel cannot take to bitsandbytes' generic path; returns how many.
-
-    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks each 4-bit weight at the first inference call,
-    which needs out_features % 32 == 0 and in_features % blocksize == 0; the tiny model's 352-wide MLP
-    fails that and would crash generate. The generic path computes the same product.
-    """
-    import bitsandbytes as bnb
-
-    count = 0
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
-            state = module.weight.quant_state
-            out_features, in_features = state.shape
-            if out_features % 32 or in_features % state.blocksize:
-                module.support_avx512bf16_for_cpu = False
-                count += 1
-    return count
 
 
 def load_variant(

@@ -37,6 +37,7 @@ from utils.answers import (
 )
 from utils.generation import GenerationConfig, Sample, past, sample_reasoning, sample_with_tools
 from utils.prompts import MODES, build_prompt
+from utils.quantization import CHOICE_FILE
 from utils.watchdog import call_until
 
 log = logging.getLogger(__name__)
@@ -347,9 +348,6 @@ def build_solver(
     config = SolverConfig(mode=mode, samples=samples, seed=seed, competition=competition, **overrides)
     solver = Solver(config=config, loader=lambda: load_submission_model(model, quantization))
     return solver if lazy else solver.loaded()
-
-
-CHOICE_FILE = "choice.json"  # notebook 04's record of the model chosen for submission
 
 
 def load_submission_model(model: str, quantization: str = "none") -> tuple:
