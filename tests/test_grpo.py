@@ -153,3 +153,42 @@ def test_a_changed_recipe_does_not_resume(adapter, uninterrupted, tmp_path):
     with pytest.warns(UserWarning, match="another run"):
         result = train(adapter, out, beta=0.0)
     assert result.resumed_from is None and result.steps == 4
+
+
+def test_prompt_rows_use_each_problems_trained_style(tiny_tokenizer):
+    from utils.prompts import INSTRUCTIONS
+    from utils.synthetic import generate_problems
+
+    problems = generate_problems(12, split="test")
+    rows = prompt_rows(tiny_tokenizer, problems, "aimo2")
+    for p, row in zip(problems, rows, strict=True):
+        mode = "tools" if p.metadata["kind"] == "compute" else "reasoning"
+        assert row["mode"] == mode and INSTRUCTIONS[mode] in row["prompt"] and p.problem in row["prompt"]
+        assert row["prompt"].endswith("Assistant:") and row["answer"] == p.answer
+        assert row["competition"] == "aimo2" and row["group"] == p.metadata["template"]
+
+
+def test_weakest_groups_and_curves():
+    from utils.rl import curves, weakest_groups
+
+    assert weakest_groups({"a": 0.9, "b": 0.5, "c": 0.5, "d": 0.7}, 3) == ["b", "c", "d"]
+    history = [
+        {
+            "step": 1,
+            "reward": 0.2,
+            "kl": 0.0,
+            "completions/mean_length": 30.0,
+            "rewards/correctness_reward/mean": 0.1,
+        },
+        {"step": 2, "loss": 0.5},
+        {
+            "step": 2,
+            "reward": 0.4,
+            "kl": 0.01,
+            "completions/mean_length": 28.0,
+            "rewards/correctness_reward/mean": 0.3,
+        },
+    ]
+    c = curves(history)
+    assert c.steps == [1, 2] and c.reward == [0.2, 0.4] and c.kl == [0.0, 0.01] and c.length == [30.0, 28.0]
+    assert c.per_reward == {"correctness_reward": [0.1, 0.3]}

@@ -94,6 +94,27 @@ def prompt_rows(tokenizer, problems: list[Problem], competition: str = "aimo3") 
     return rows
 
 
+def with_tool_output(model, tokenizer, rows: list[dict], max_new_tokens: int = 64) -> list[dict]:
+    """Tool-integrated rows (`mode` "tools") continued by the model's own program and the sandbox's real
+    output: the prompt then ends where the model reads the output back, and the completion GRPO samples is
+    the model's answer to it. During sampling nothing would run the code (TRL's own tool calling needs a
+    chat template with tool calls), so this is how the policy learns from real outputs. Other rows are
+    returned as they are."""
+    from utils.generation import OUTPUT_OPEN, GenerationConfig, sample_with_tools
+
+    idx = [i for i, r in enumerate(rows) if r["mode"] == "tools"]
+    config = GenerationConfig(max_new_tokens=max_new_tokens, max_code_rounds=1)
+    samples = sample_with_tools(model, tokenizer, [rows[i]["prompt"] for i in idx], config) if idx else []
+    out = [dict(r) for r in rows]
+    for i, (sample,) in zip(idx, samples, strict=True):
+        text = sample.text
+        opened = text.find(OUTPUT_OPEN)
+        closed = text.find("\n```\n", opened + len(OUTPUT_OPEN)) if opened >= 0 else -1
+        if sample.code_runs and closed >= 0:  # else no program ran: the row stays a plain prompt
+            out[i]["prompt"] = rows[i]["prompt"] + text[: closed + len("\n```\n")]
+    return out
+
+
 # ------------------------------------------------------------------------------------------ the curves
 
 
@@ -141,6 +162,42 @@ def plot_curves(c: Curves, path: str | Path | None = None, title: str = "GRPO"):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110, bbox_inches="tight")
     return fig
+
+
+# ------------------------------------------------------------------------------------------ scoring
+
+
+def vote_accuracy(
+    model,
+    tokenizer,
+    problems: list[Problem],
+    samples: int = 8,
+    temperature: float = 0.7,
+    max_new_tokens: int = 64,
+    competition: str = "aimo3",
+    seed: int = 0,
+) -> EvalResult:
+    """Majority-vote accuracy (self-consistency, `utils.solver`) with each problem prompted in its trained
+    mode, as `utils.evaluation.evaluate(..., "auto")` does for greedy decoding."""
+    from utils.solver import Solver, SolverConfig, score_solutions
+
+    modes = problem_modes(problems, "auto")
+    solutions = [None] * len(problems)
+    for mode in sorted(set(modes)):
+        idx = [i for i, m in enumerate(modes) if m == mode]
+        config = SolverConfig(
+            mode=mode,
+            samples=samples,
+            wave_size=max(1, samples // 2),  # a vote already decided after half the samples stops there
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            competition=competition,
+            seed=seed,
+        )
+        solver = Solver(model, tokenizer, config)
+        for i, s in zip(idx, solver.solve_batch([problems[i].problem for i in idx]), strict=True):
+            solutions[i] = s
+    return score_solutions(problems, solutions, competition)
 
 
 # ------------------------------------------------------------------------------------------ training
