@@ -178,3 +178,114 @@ write_metrics(run.root_output_dir, "02_lora_sft", {
     "total_parameters": result.total_parameters, **{f"train_{k}": v for k, v in speed.items()},
 })
 print(f"adapter saved to {Path(result.output_dir).relative_to(run.root_output_dir)}")
+
+# %% [markdown]
+# ## LoRA from first principles
+# What `LoraConfig` + `get_peft_model` put beside each linear layer, written out: the frozen layer $W$,
+# a matrix $A$ ($r \times$ in, random) and a matrix $B$ (out $\times r$, zeros), and the output
+# $Wx + s\,BAx$ with $s = \alpha/r$. $B$ starts at zero so that step 0 computes exactly what the base
+# model computes: training starts from the pretrained model, not from a randomly perturbed one, and $B$
+# still gets a gradient (through $Ax$, which is not zero), so it moves at the first step. To check the
+# hand-written layer against peft's, we copy peft's `lora_A` and `lora_B` into it, after giving $B$
+# non-zero values as if it had trained.
+
+# %% tags=["from-scratch"]
+import copy
+
+import torch
+from peft import LoraConfig, get_peft_model
+from torch import nn
+
+
+class LoRALinear(nn.Module):
+    """y = W x + s * B A x, with W frozen: only A (r x in) and B (out x r) train."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float, rslora: bool = False):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.A = nn.Parameter(torch.empty(r, base.in_features))
+        nn.init.kaiming_uniform_(self.A, a=5**0.5)  # random, as peft's default
+        self.B = nn.Parameter(torch.zeros(base.out_features, r))  # zero: the update BA starts at 0
+        self.scaling = alpha / (r**0.5 if rslora else r)
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.A.T @ self.B.T) * self.scaling
+
+
+torch.manual_seed(0)
+x = torch.randn(8, 64)
+block = nn.Sequential(nn.Linear(64, 32))  # any model with a linear layer; peft names this one "0"
+ours = LoRALinear(copy.deepcopy(block[0]), r=8, alpha=16)
+step0_equal = torch.equal(ours(x), ours.base(x))  # B = 0: exactly the base layer
+
+peft_block = get_peft_model(block, LoraConfig(r=8, lora_alpha=16, target_modules=["0"]))
+peft_lora = peft_block.base_model.model[0]  # peft's lora.Linear: base_layer, lora_A, lora_B, scaling
+nn.init.normal_(peft_lora.lora_B["default"].weight)  # as if trained: B is no longer zero
+with torch.no_grad():  # peft's A and B, copied into ours
+    ours.A.copy_(peft_lora.lora_A["default"].weight)
+    ours.B.copy_(peft_lora.lora_B["default"].weight)
+lora_max_diff = (ours(x) - peft_block(x)).abs().max().item()
+print(f"step 0 (B = 0): output equals the base layer's: {step0_equal}")
+print(f"scaling: peft {peft_lora.scaling['default']}, ours {ours.scaling}; "
+      f"outputs agree to 1e-6: {lora_max_diff < 1e-6}")
+
+# %% [markdown]
+# ### rsLoRA: $\alpha/\sqrt{r}$ instead of $\alpha/r$
+# $BAx$ is a sum of $r$ rank-one terms: when its entries have the same size at every rank, its size grows
+# like $\sqrt r$. Dividing by $r$ then shrinks the update (and the gradients reaching $A$ and $B$) like
+# $1/\sqrt r$: a rank-64 adapter learns more slowly than a rank-4 one and its extra capacity goes unused.
+# Dividing by $\sqrt r$ (`use_rslora=True`; Kalajdzievski 2023) keeps the update's size the same at
+# every rank. Below, peft's `scaling` for both, and the size of such an update relative to rank 4.
+
+# %% tags=["from-scratch"]
+import torch
+from peft import LoraConfig, get_peft_model
+from torch import nn
+
+alpha, d = 16, 1024
+torch.manual_seed(0)
+x = torch.randn(64, d)
+lora_scalings, rslora_scalings, sizes = {}, {}, {}
+for r in (4, 16, 64):
+    for rslora, scalings in ((False, lora_scalings), (True, rslora_scalings)):
+        lora_config = LoraConfig(r=r, lora_alpha=alpha, target_modules=["0"], use_rslora=rslora)
+        peft_model = get_peft_model(nn.Sequential(nn.Linear(d, d)), lora_config)
+        scalings[r] = peft_model.base_model.model[0].scaling["default"]
+    A, B = torch.randn(r, d) / d**0.5, torch.randn(d, r)  # entries of the same size at every rank
+    sizes[r] = (x @ A.T @ B.T).pow(2).mean().sqrt().item()  # grows like sqrt(r)
+print(f"{'r':>3} {'alpha/r':>8} {'alpha/sqrt(r)':>14} {'update, LoRA':>13} {'update, rsLoRA':>15}")
+for r in (4, 16, 64):
+    print(f"{r:>3} {lora_scalings[r]:>8.3f} {rslora_scalings[r]:>14.3f} "
+          f"{lora_scalings[r] * sizes[r] / (lora_scalings[4] * sizes[4]):>13.2f} "
+          f"{rslora_scalings[r] * sizes[r] / (rslora_scalings[4] * sizes[4]):>15.2f}")
+
+# %% [markdown]
+# ### The trainable count of DeepSeek-Math-7B, by hand and by peft
+# LoRA on a linear layer of shape in $\to$ out trains $r \cdot \text{in} + \text{out} \cdot r = r(\text{in} +
+# \text{out})$ parameters. `target_modules="all-linear"` adapts the seven linear layers of every decoder
+# block (q, k, v, o; gate, up, down) and leaves `lm_head` alone. The formula over DeepSeek-Math-7B's
+# config, against peft's own count on a model of that architecture built on the *meta* device (shapes
+# without memory: no 14 GB of weights are allocated, and peft wraps it all the same).
+
+# %% tags=["from-scratch"]
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+deepseek_config = LlamaConfig(  # DeepSeek-Math-7B's shapes: a Llama
+    num_hidden_layers=30, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
+    intermediate_size=11008, vocab_size=102400)
+r, d, ff = 16, deepseek_config.hidden_size, deepseek_config.intermediate_size
+kv = deepseek_config.num_key_value_heads * (d // deepseek_config.num_attention_heads)  # k, v widths: 4096
+shapes = {"q": (d, d), "k": (d, kv), "v": (d, kv), "o": (d, d),  # (in, out) of each linear layer
+          "gate": (d, ff), "up": (d, ff), "down": (ff, d)}
+per_layer = sum(r * (n_in + n_out) for n_in, n_out in shapes.values())  # A: r x in, B: out x r
+by_hand = per_layer * deepseek_config.num_hidden_layers
+
+with torch.device("meta"):  # shapes only: no memory, no weights
+    meta_model = AutoModelForCausalLM.from_config(deepseek_config)
+peft_model = get_peft_model(meta_model, LoraConfig(r=r, target_modules="all-linear"))
+peft_trainable, peft_total = peft_model.get_nb_trainable_parameters()
+print(f"by hand: {per_layer:,} per layer x {deepseek_config.num_hidden_layers} layers = {by_hand:,}")
+peft_model.print_trainable_parameters()
+print(f"equal: {by_hand == peft_trainable}")

@@ -170,3 +170,49 @@ write_metrics(run.root_output_dir, "03_adapter_comparison", comparison.metrics(r
               | {"model": MODEL, "results_csv": paths["results"].name, "runs_csv": paths["runs"].name})
 print(f"{len(table)} methods, {len(records)} runs, {int((table['status'] == 'failed').sum())} failed; "
       f"written: {', '.join(p.name for p in paths.values())}, metrics.json")
+
+# %% [markdown]
+# ## A bottleneck adapter from first principles
+# Houlsby et al. (2019) fine-tuned BERT by inserting *small layers in the model*: after a block, project
+# its output $h$ down to a few features, apply a nonlinearity, project back up, and add the result to $h$
+# (a residual). Only these small layers train. The up-projection starts at zero, so at step 0 the adapted
+# model computes exactly what the base computes (LoRA's $B = 0$, for the same reason); the up-projection
+# still gets a gradient at step 0, so it starts to learn at once. The `bottleneck` method compared above
+# is this same idea (`utils.adapters.BottleneckAdapter`, hung after every attention and MLP block with
+# forward hooks); here it is written out, on a layer of DeepSeek-Math-7B's width.
+
+# %% tags=["from-scratch"]
+import torch
+from torch import nn
+
+
+class Bottleneck(nn.Module):
+    """h + up(relu(down(h))): down to a few features and back up, added to the layer's output h."""
+
+    def __init__(self, hidden: int, bottleneck: int):
+        super().__init__()
+        self.down = nn.Linear(hidden, bottleneck)
+        self.up = nn.Linear(bottleneck, hidden)
+        nn.init.normal_(self.down.weight, std=0.02)
+        nn.init.zeros_(self.up.weight)  # zero: the adapter adds nothing until it trains
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, h):
+        return h + self.up(torch.relu(self.down(h)))
+
+
+torch.manual_seed(0)
+hidden, bottleneck = 4096, 64
+layer = nn.Linear(hidden, hidden).requires_grad_(False)  # stands for a frozen attention or MLP block
+adapter = Bottleneck(hidden, bottleneck)
+x = torch.randn(2, 5, hidden)
+out = adapter(layer(x))
+unchanged_at_init = torch.equal(out, layer(x))
+out.pow(2).sum().backward()  # any loss: one backward pass
+up_learns = adapter.up.weight.grad.abs().sum().item() > 0
+adapter_params = sum(p.numel() for p in adapter.parameters())
+print(f"output unchanged at init: {unchanged_at_init}; `up` gets a gradient at step 0: {up_learns}")
+print(f"one adapter, hidden {hidden}, bottleneck {bottleneck}: {hidden}x{bottleneck} + {bottleneck} "
+      f"+ {bottleneck}x{hidden} + {hidden} = {adapter_params:,} parameters")
+print(f"two per decoder layer (after attention and MLP) x 30 layers (DeepSeek-Math-7B): "
+      f"{2 * 30 * adapter_params:,}, against 37,478,400 for LoRA r=16 on every linear layer")

@@ -222,3 +222,171 @@ write_metrics(run.root_output_dir, "04_quantized_inference", {
     "variants": [r.metrics() for r in reports], "merge_shift": shifts,
 })
 print(f"{len(reports)} variants written to {run.name}/metrics.json")
+
+# %% [markdown]
+# ## Quantization by hand
+# What bitsandbytes does to one weight matrix, written out and checked against bitsandbytes' own functions.
+# **Absmax int8** (LLM.int8's weights): each row (output feature) gets one scale, its largest magnitude
+# over 127; every weight is divided by the scale, rounded to an integer in $[-127, 127]$ and stored in 8
+# bits; dequantizing multiplies back. The rounding error is at most half a step, $\text{absmax}/254$.
+
+# %% tags=["from-scratch"]
+import logging
+
+import bitsandbytes.functional as bnbF
+import torch
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # a harmless CPU-kernel notice
+torch.manual_seed(0)
+W = torch.randn(256, 256) * 0.02  # a weight matrix (out x in) at a trained model's typical scale
+
+scale = W.abs().amax(dim=1, keepdim=True) / 127  # by hand: per row, absmax -> 127
+q = torch.clamp(torch.round(W / scale), -127, 127).to(torch.int8)
+int8_by_hand = q.float() * scale
+
+q_bnb, row_absmax, _ = bnbF.int8_vectorwise_quant(W)  # bitsandbytes: int8 codes and per-row absmax
+int8_bnb = bnbF.int8_vectorwise_dequant(q_bnb, row_absmax)
+int8_codes_differ = (q != q_bnb).sum().item()
+int8_max_diff = (int8_by_hand - int8_bnb).abs().max().item()
+print(f"int8 codes that differ from bitsandbytes': {int8_codes_differ} of {q.numel():,}")
+print(f"dequantized weights agree to 1e-7: {int8_max_diff < 1e-7}")
+
+# %% [markdown]
+# The codes are identical; the dequantized weights differ by float rounding only (a few units in the last
+# place: bitsandbytes multiplies by $127/\text{absmax}$ and by $1/127$ where we divide), hence the
+# tolerance of $10^{-7}$ on weights of size $10^{-2}$.
+#
+# **NF4** has 16 levels instead of 255, placed where the weights are: at quantiles of a standard normal
+# distribution, 8 for the positive half and 7 for the negative plus an exact zero, scaled to $[-1, 1]$
+# (QLoRA, Dettmers et al. 2023). First the levels, computed from the normal's quantiles and compared with
+# bitsandbytes' table.
+
+# %% tags=["from-scratch"]
+import bitsandbytes.functional as bnbF
+import torch
+
+offset = 0.9677083  # the outermost quantile: (1 - 1/30 + 1 - 1/32) / 2, so that the ends are finite
+normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+positive = normal.icdf(torch.linspace(offset, 0.5, 9, dtype=torch.float64)[:-1])  # 8 levels above 0
+negative = -normal.icdf(torch.linspace(offset, 0.5, 8, dtype=torch.float64)[:-1])  # 7 below
+levels = torch.cat([negative, torch.zeros(1, dtype=torch.float64), positive]).sort().values
+nf4_levels_by_hand = (levels / levels.max()).float()
+nf4_code = bnbF.get_4bit_type("nf4", device="cpu")
+nf4_levels_max_diff = (nf4_levels_by_hand - nf4_code).abs().max().item()
+print("NF4 levels:", " ".join(f"{v:+.4f}" for v in nf4_code.tolist()))
+print(f"by hand from the normal's quantiles, equal to bitsandbytes' table to 1e-6: "
+      f"{nf4_levels_max_diff < 1e-6}")
+
+# %% [markdown]
+# Then the quantization: the weights, flattened, in blocks of 64, each block divided by its own absmax
+# (so one outlier spoils 64 weights, not a whole row), each weight replaced by the index of the nearest
+# level (4 bits), two indices packed per byte. Dequantizing is a table lookup times the block's absmax.
+
+# %% tags=["from-scratch"]
+import bitsandbytes.functional as bnbF
+import torch
+
+torch.manual_seed(0)
+W = torch.randn(256, 256) * 0.02  # the same matrix as above
+code = bnbF.get_4bit_type("nf4", device="cpu")  # the 16 levels
+
+blocks = W.reshape(-1, 64)  # by hand
+absmax = blocks.abs().amax(dim=1, keepdim=True)
+index = ((blocks / absmax).unsqueeze(-1) - code).abs().argmin(dim=-1)  # the nearest level: 0..15
+nf4_by_hand = (code[index] * absmax).reshape(W.shape)
+
+packed, state = bnbF.quantize_4bit(W, blocksize=64, quant_type="nf4")  # bitsandbytes
+nf4_bnb = bnbF.dequantize_4bit(packed, state)
+unpacked = torch.stack([packed.flatten() >> 4, packed.flatten() & 15], dim=1).flatten()  # high half first
+nf4_index_differ = (unpacked != index.flatten()).sum().item()
+nf4_max_diff = (nf4_by_hand - nf4_bnb).abs().max().item()
+print(f"{packed.numel():,} bytes of indices, {state.absmax.numel():,} absmax scales, {W.numel():,} weights")
+print(f"indices that differ from bitsandbytes': {nf4_index_differ}; "
+      f"dequantized weights equal: {nf4_max_diff == 0}")
+
+# %% [markdown]
+# Identical, to the bit: the same levels, the same absmax per block, the same nearest level (bitsandbytes
+# finds it by comparing with the midpoints between levels, which is the same thing). What each format costs
+# in error, on this matrix: int8's error is spread evenly over half a step either way; NF4's steps are
+# about 16 times coarser, and uneven (finer near zero, where most weights are).
+
+# %% tags=["from-scratch"]
+import bitsandbytes.functional as bnbF
+import matplotlib.pyplot as plt
+import torch
+
+torch.manual_seed(0)
+W = torch.randn(256, 256) * 0.02  # the same matrix as above
+q, row_absmax, _ = bnbF.int8_vectorwise_quant(W)
+int8_error = bnbF.int8_vectorwise_dequant(q, row_absmax) - W
+packed, state = bnbF.quantize_4bit(W, blocksize=64, quant_type="nf4")
+nf4_error = bnbF.dequantize_4bit(packed, state) - W
+int8_mae, nf4_mae = int8_error.abs().mean().item(), nf4_error.abs().mean().item()
+print(f"mean |error|: int8 {int8_mae:.1e}, NF4 {nf4_mae:.1e} (about {nf4_mae / int8_mae:.0f}x int8's), "
+      f"against a mean |w| of {W.abs().mean().item():.1e}")
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+panels = [("int8, absmax per row", int8_error), ("NF4, blocks of 64", nf4_error)]
+for ax, (name, error) in zip(axes, panels, strict=True):
+    ax.hist(error.flatten().numpy(), bins=100)
+    ax.set(title=name, xlabel="dequantized - original", ylabel="weights")
+fig.tight_layout()
+
+# %% [markdown]
+# ## The library calls this notebook makes
+# The five variants compared above, as `transformers` configurations (those
+# `utils.modeling.quantization_config` builds): 16 bits needs none; the others are passed to
+# `from_pretrained` as `quantization_config=`. The 4-bit fields are ignored when `load_in_8bit` is set;
+# `llm_int8_threshold` is LLM.int8's outlier threshold (6.0).
+
+# %% tags=["from-scratch"]
+import pandas as pd
+import torch
+from transformers import BitsAndBytesConfig
+
+if torch.cuda.is_available():  # the dtype the matrix products run in
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16  # a T4: fp16
+else:
+    compute = torch.float32  # a CPU
+bnb_configs = {
+    "16bit": None,  # no quantization: load in the compute dtype
+    "8bit": BitsAndBytesConfig(load_in_8bit=True),
+    "nf4": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute),
+    "fp4": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="fp4", bnb_4bit_compute_dtype=compute),
+    "nf4-dq": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=compute),
+}
+fields = ["load_in_8bit", "llm_int8_threshold", "load_in_4bit", "bnb_4bit_quant_type",
+          "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype"]
+bnb_table = pd.DataFrame({name: {f: str(getattr(c, f)) for f in fields}
+                          for name, c in bnb_configs.items() if c is not None})
+print(bnb_table.T.to_string())
+
+# %% [markdown]
+# And the merge of the first section, as the library call `merge_adapter` makes: load the full-precision
+# base, put the adapter on it with `PeftModel.from_pretrained`, and `merge_and_unload()` adds
+# $\frac{\alpha}{r}BA$ into each adapted weight and gives back a plain `transformers` model. Skipped for
+# models over 1 GB, which it would load a second time.
+
+# %%
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from utils.modeling import resolve_model  # "tiny" -> the embedded model's folder
+
+merged_size = sum(f.stat().st_size for f in Path(merged_dir).glob("*.safetensors"))
+if Path(adapter_dir).is_dir() and merged_size < 2**30:
+    saved = AutoModelForCausalLM.from_pretrained(merged_dir)  # the dtype it was saved in (fp32 on a CPU)
+    base_model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=saved.dtype)
+    peft_model = PeftModel.from_pretrained(base_model, str(adapter_dir))
+    layer_before = type(peft_model.base_model.model.model.layers[0].self_attn.q_proj)
+    merged_here = peft_model.merge_and_unload()
+    layer_after = type(merged_here.model.layers[0].self_attn.q_proj)
+    saved_weights = saved.state_dict()
+    weights_diff = max((v - saved_weights[k]).abs().max().item() for k, v in merged_here.state_dict().items())
+    tolerance = 1e-6 if saved.dtype == torch.float32 else 1e-2  # bf16 merged on a GPU rounds differently
+    print(f"q_proj: {layer_before.__module__}.{layer_before.__name__} -> "
+          f"{layer_after.__module__}.{layer_after.__name__}")
+    print(f"LoRA tensors left: {sum('lora_' in k for k in merged_here.state_dict())}; "
+          f"same weights as {Path(merged_dir).name}/ (to {tolerance:g}): {weights_diff <= tolerance}")
