@@ -68,6 +68,7 @@
 # held-out ones).
 
 # %% tags=["parameters"]
+MODEL = "tiny"  # the base model, used when the base the adapter records is not on this machine (Kaggle)
 ADAPTER = "auto"  # "auto": notebook 02's adapter (OUTPUT_DIR/02_lora_sft/adapter/final), or an adapter folder
 QUANTIZATION = "none"  # the base under the adapter: "none", "8bit" or "4bit" (QLoRA)
 COMPETITION = "aimo3"  # the answer range the rewards and the scoring apply
@@ -95,6 +96,7 @@ SAVE_STEPS = 5
 MAX_NEW_TOKENS = 64  # for the held-out scoring, as in notebook 02
 VOTE_SAMPLES = 4  # 8 or more on a GPU
 VOTE_TEMPERATURE = 0.7
+GPU = "auto"  # the card(s) the memory plan checks: "auto" (those present), "2xT4", "4xL4", "H100"
 
 # %%
 import sys
@@ -115,7 +117,9 @@ from utils import notebooks, plots, rl
 from utils.evaluation import evaluate, held_out
 from utils.generation import GenerationConfig
 from utils.io import write_metrics
-from utils.modeling import adapter_base, load_model, pick_dtype
+from utils.memory import print_plans
+from utils.modeling import load_model, pick_dtype
+from utils.quantization import adapter_base_model
 from utils.rewards import boxed_format_reward, correctness_reward, program_output_reward
 
 run = notebooks.start("06_grpo", OUTPUT_DIR, DATA_DIR, SEED)
@@ -127,7 +131,8 @@ run = notebooks.start("06_grpo", OUTPUT_DIR, DATA_DIR, SEED)
 
 # %%
 adapter_dir = str(run.root_output_dir / "02_lora_sft" / "adapter" / "final") if ADAPTER == "auto" else ADAPTER
-base, tokenizer = load_model(adapter_base(adapter_dir), QUANTIZATION)
+plans = print_plans("06_grpo", globals(), MODEL, GPU)  # a step's completions: training and sampling memory
+base, tokenizer = load_model(adapter_base_model(adapter_dir, MODEL), QUANTIZATION)
 policy = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
 trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
 print(f"adapter: {Path(adapter_dir).relative_to(run.root_output_dir) if ADAPTER == 'auto' else adapter_dir}")

@@ -321,6 +321,15 @@ def notebook_plans(notebook: str, values: dict, arch: Architecture, card: Card) 
                 arch, card, in_flight=1, new_tokens=int(values["MAX_NEW_TOKENS"]), dtype_bytes=dtype_bytes
             )
         ]
+    if notebook == "06_grpo":  # one forward pass holds PROMPTS_PER_STEP groups of NUM_GENERATIONS completions
+        completions = int(values["PROMPTS_PER_STEP"]) * int(values["NUM_GENERATIONS"])
+        new = int(values["MAX_COMPLETION_LENGTH"])
+        return [
+            training_plan(arch, card, quantization=quant, lora_r=16, batch_size=completions, max_length=512 + new,
+                          checkpointing=arch.params > BIG_MODEL, dtype_bytes=dtype_bytes),
+            generation_plan(arch, card, quantization=quant, in_flight=int(values.get("GENERATION_BATCH") or completions),
+                            new_tokens=new, dtype_bytes=dtype_bytes),
+        ]  # fmt: skip
     if notebook == "05_submission":
         new = int(values["MAX_NEW_TOKENS"]) * (1 + int(values.get("MAX_CODE_ROUNDS", 0)))
         return [

@@ -157,13 +157,15 @@ def _check_learning_rate(recipe: Recipe, notebook: str, values: dict, big: bool)
 
 def _check_new_tokens(recipe: Recipe, notebook: str, values: dict, big: bool) -> list[str]:
     need = MIN_NEW_TOKENS.get(notebook)
-    have = values.get("MAX_NEW_TOKENS")
-    if big and need and have is not None and int(have) < need:
-        return [
-            f"{recipe.file(notebook)}: MAX_NEW_TOKENS {have} is too few for a real model to finish "
-            f"a solution (at least {need})"
-        ]
-    return []
+    problems = []
+    for knob in ("MAX_NEW_TOKENS", "MAX_COMPLETION_LENGTH"):
+        have = values.get(knob)
+        if big and need and have is not None and int(have) < need:
+            problems.append(
+                f"{recipe.file(notebook)}: {knob} {have} is too few for a real model to finish a solution "
+                f"(at least {need})"
+            )
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
