@@ -54,7 +54,15 @@ def test_every_notebook_with_metrics_gets_its_table(tmp_path):
             "by_kind": {"greedy reasoning": {"compute": 0.0}, "vote of 8, tools": {"compute": 0.8}},
         },
     )
+    _write(
+        tmp_path,
+        "06_grpo",
+        {"sft_accuracy": 0.65, "grpo_accuracy": 0.7, "sft_vote_accuracy": 0.48, "grpo_vote_accuracy": 0.5,
+         "eval_problems": 300, "steps": 20, "num_generations": 16, "trained_groups": ["compute_product"],
+         "vote_samples": 4},
+    )  # fmt: skip
     text = render(tmp_path)
+    assert "| after GRPO | 0.700 | 0.500 |" in text and "vote of 4" in text
     assert "| LoRA-tuned | 0.750 | 0.740 | 0.720 |" in text
     assert "| lora | 0.250 | 0.010 | 0.080 | 5.000 | 0.700 | 0.200 |" in text
     assert "30 steps of batch 8" in text

@@ -79,6 +79,17 @@ def section_notebooks(outputs: Path) -> str:
             "**05 submission** (same held-out problems):\n\n"
             + _table(["mode", "accuracy", "compute problems"], rows)
         )
+    m6 = _load(outputs / "06_grpo" / "metrics.json")
+    if m6 and "grpo_accuracy" in m6:
+        rows = [
+            ["SFT adapter (notebook 02)", m6["sft_accuracy"], m6.get("sft_vote_accuracy", "")],
+            ["after GRPO", m6["grpo_accuracy"], m6.get("grpo_vote_accuracy", "")],
+        ]
+        parts.append(
+            f"**06 GRPO** ({m6['eval_problems']} held-out problems; {m6.get('steps')} steps of "
+            f"{m6.get('num_generations')}-completion groups, trained on {', '.join(m6.get('trained_groups', []))}):"
+            "\n\n" + _table(["adapter", "greedy", f"vote of {m6.get('vote_samples')}"], rows)
+        )
     return "\n\n".join(parts) if parts else "_Run `make run-all` to produce results._"
 
 
