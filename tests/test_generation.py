@@ -361,3 +361,66 @@ def test_a_small_model_decodes_on_one_cpu_thread_and_the_count_is_restored(tok):
     with pytest.raises(RuntimeError), decoding_threads(model):
         raise RuntimeError("generation failed")
     assert torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------------------------------------- scores, state
+
+
+def test_scores_give_each_sample_the_mean_probability_of_its_own_tokens(tok):
+    sure = ScriptedLM(tok, script(lambda done: " \\boxed{7}."))
+    config = GenerationConfig(max_new_tokens=20, scores=True)
+    [[sample]] = sample_reasoning(sure, tok, [prompt(tok, mode="reasoning")], config)
+    assert sample.scored_tokens == sample.new_tokens > 0 and sample.confidence == pytest.approx(1.0, abs=1e-3)
+    # one of its tokens drawn among ten equally likely: the geometric mean falls by 10 ** (1 / tokens)
+    torch.manual_seed(0)
+    unsure = ScriptedLM(tok, lambda done, context: _one_unsure_digit(done))
+    [[sample]] = sample_reasoning(
+        unsure,
+        tok,
+        [prompt(tok, mode="reasoning")],
+        GenerationConfig(max_new_tokens=20, scores=True, temperature=1.0),
+    )
+    assert sample.confidence == pytest.approx(0.1 ** (1 / sample.scored_tokens), rel=1e-3)
+    [[unscored]] = sample_reasoning(
+        sure, tok, [prompt(tok, mode="reasoning")], GenerationConfig(max_new_tokens=20)
+    )
+    assert unscored.confidence is None
+
+
+def _one_unsure_digit(done: str):
+    target = " \\boxed{"
+    if len(done) < len(target):
+        return target[len(done)]
+    return list("0123456789") if len(done) == len(target) else ("}" if not done.endswith("}") else None)
+
+
+def two_blocks(done: str) -> str:
+    """Defines x in one block and uses it in the next; then boxes what the second block printed."""
+    first = " ```python\nx = 6 * 7\nprint(x)\n```\n```output\n"
+    second = " ```python\nprint(x + 1)\n```\n```output\n"
+    outputs = list(re.finditer(r"```output\n(.*?)\n```\n", done, re.S))
+    if not outputs:
+        return first
+    if len(outputs) == 1:
+        return done[: outputs[0].end()] + second
+    return done[: outputs[1].end()] + f"The answer is \\boxed{{{outputs[1].group(1).splitlines()[-1]}}}."
+
+
+def test_persistent_state_lets_a_later_block_see_earlier_variables(tok):
+    for persistent, shown in ((True, "43"), (False, "NameError")):
+        config = GenerationConfig(max_new_tokens=80, max_code_rounds=2, persistent_state=persistent)
+        [[sample]] = sample_with_tools(ScriptedLM(tok, script(two_blocks)), tok, [prompt(tok)], config)
+        assert [r["code"] for r in sample.code_runs] == ["x = 6 * 7\nprint(x)\n", "print(x + 1)\n"]
+        # only the new block's output is fed back: the replayed first block's "42" is silenced
+        assert sample.code_runs[1]["stdout"].strip() == ("43" if persistent else "")
+        assert shown in sample.text.split("```output")[-1] and sample.text.count("42") == 1
+
+
+def test_a_stateful_program_replays_earlier_blocks_silently_and_survives_their_errors():
+    from utils.generation import stateful_program
+    from utils.sandbox import run_python
+
+    program = stateful_program(["a = 2\nprint('noise')", "b = a * 5\n1 / 0\nc = 1"], "print(a + b)")
+    result = run_python(program, timeout=5)
+    assert result.error is None and result.stdout.strip() == "12"  # b was set before the block failed
+    assert stateful_program([], "print(1)") == "print(1)"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import math
 import os
 import re
 import subprocess
@@ -463,3 +465,195 @@ def test_cli_answers_every_problem_in_range_within_the_budget(tiny_adapter, tmp_
     )  # the budget, plus the interpreter's start-up before the budget's clock starts
     used = float(re.search(r"7 answers in ([\d.]+) s", proc.stdout).group(1))
     assert used <= budget  # the gateway's own count: every problem's time, the model load included
+
+
+# ---------------------------------------------------------------------------------------------- weighted, mixed
+
+
+def test_a_weighted_vote_lets_the_confident_minority_win_and_stops_on_weights():
+    from utils.answers import majority_vote, vote_is_decided
+
+    plain = majority_vote([5, 7, 7])
+    weighted = majority_vote([5, 7, 7], weights=[0.9, 0.3, 0.3])
+    assert plain.answer == 7 and weighted.answer == 5 and weighted.count == 1
+    assert weighted.weights == pytest.approx({5: 0.9, 7: 0.6}) and plain.weights == {}
+    assert majority_vote([None, 4], weights=[1.0, 0.0]).answer == 4  # a weight of 0 still beats nothing
+    # decided once the runner-up, given weight 1 per remaining sample, cannot pass the leader
+    assert not vote_is_decided(majority_vote([3, 3, 4], weights=[1.0, 0.6, 0.8]), 1)
+    assert vote_is_decided(majority_vote([3, 3, 3, 4], weights=[1.0, 1.0, 1.0, 0.5]), 1)
+    assert vote_is_decided(majority_vote([3, 3], weights=[0.1, 0.1]), 5, min_votes=2)
+    with pytest.raises(ValueError, match="2 weights for 1 answers"):
+        majority_vote([1], weights=[1.0, 1.0])
+
+
+class ConfidentSampler(FakeSampler):
+    """Scripted answers, each with a scripted confidence (a sample of 10 tokens)."""
+
+    def __init__(self, answers, confidences):
+        super().__init__(answers)
+        self.confidences = list(confidences)
+
+    def __call__(self, model, tokenizer, prompts, config, n_samples=1, deadline=None):
+        [wave] = super().__call__(model, tokenizer, prompts, config, n_samples, deadline)
+        taken, self.confidences = self.confidences[:n_samples], self.confidences[n_samples:]
+        for sample, c in zip(wave, taken, strict=True):
+            sample.logprob, sample.scored_tokens = 10 * math.log(c), 10
+        return [wave]
+
+
+def test_a_weighted_solver_votes_by_confidence(tok, monkeypatch):
+    answers, confidences = [5, 7, 7], [0.9, 0.2, 0.2]
+    plain = fake_solver(tok, monkeypatch, ConfidentSampler(answers, confidences), samples=3).solve("p")
+    sampler = ConfidentSampler(answers, confidences)
+    weighted = fake_solver(tok, monkeypatch, sampler, samples=3, weighted=True).solve("p")
+    assert plain.answer == 7 and weighted.answer == 5
+    assert weighted.weights == pytest.approx(confidences) and plain.weights == [1.0, 1.0, 1.0]
+
+
+class PromptRecorder:
+    """A sampler that answers `answer` and records the prompts and sample counts it was asked for."""
+
+    def __init__(self, answer):
+        self.answer, self.calls = answer, []
+
+    def __call__(self, model, tokenizer, prompts, config, n_samples=1, deadline=None):
+        self.calls.append((list(prompts), n_samples))
+        return [[Sample(text=f"\\boxed{{{self.answer}}}") for _ in range(n_samples)] for _ in prompts]
+
+
+def test_mixed_mode_draws_each_wave_half_by_reasoning_half_with_tools(tok, monkeypatch):
+    reasoning, tools = PromptRecorder(1), PromptRecorder(2)
+    monkeypatch.setattr(solver_module, "sample_reasoning", reasoning)
+    monkeypatch.setattr(solver_module, "sample_with_tools", tools)
+    config = SolverConfig(mode="mixed", samples=5, wave_size=3)
+    solutions = Solver(ScriptedLM(tok, boxed("0")), tok, config).solve_batch(["p", "q"])
+    assert [n for _, n in reasoning.calls] == [2, 1] and [n for _, n in tools.calls] == [1, 1]
+    assert all("step by step" in p for p in reasoning.calls[0][0])
+    assert all("programs" in p for p in tools.calls[0][0])
+    assert [s.answers for s in solutions] == [[1, 1, 2, 1, 2]] * 2  # wave by wave: reasoning, then tools
+    with pytest.raises(ValueError, match="mixed"):
+        SolverConfig(mode="auto")
+
+
+def test_validation_problems_strip_the_instruction_and_keep_the_kind(tmp_path):
+    from utils.prompts import user_message
+    from utils.solver import validation_problems
+
+    rows = [
+        {"id": "v0", "source": "embedded", "kind": "compute", "answer": 731,
+         "messages": [{"role": "user", "content": user_message("43 pens in 17 crates?", "tools")}]},
+        {"id": "v1", "source": "gsm8k", "kind": "gsm8k", "answer": 3,
+         "messages": [{"role": "user", "content": user_message("Other?", "reasoning")}]},
+        {"id": "v2", "source": "embedded", "kind": "mental", "answer": 12,
+         "messages": [{"role": "user", "content": user_message("5 + 4 + 3?", "reasoning")}]},
+    ]  # fmt: skip
+    (tmp_path / "01_data_prep").mkdir()
+    (tmp_path / "01_data_prep" / "validation.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    problems = validation_problems(tmp_path, "embedded")
+    assert [(p.id, p.problem, p.answer, p.metadata["kind"]) for p in problems] == [
+        ("v0", "43 pens in 17 crates?", 731, "compute"),
+        ("v2", "5 + 4 + 3?", 12, "mental"),
+    ]
+    assert len(validation_problems(tmp_path, "embedded", limit=1)) == 1
+    assert validation_problems(tmp_path / "absent") == []
+
+
+def test_choice_diagnosis_and_two_run_score():
+    from utils.evaluation import EvalResult
+    from utils.solver import choose_configuration, two_run_score, vote_diagnosis
+
+    scores, costs = {"vote": 0.60, "greedy": 0.595, "pair": 0.70}, {"vote": 8, "greedy": 1, "pair": 2}
+    assert choose_configuration(scores, costs) == "pair"
+    assert choose_configuration({"a": 0.5, "b": 0.5}, {"a": 8, "b": 2}) == "b"  # a tie goes to the cheaper
+    assert choose_configuration(scores, costs, tolerance=0.2) == "greedy"
+
+    def result(rows):
+        return EvalResult.from_records([
+            {"kind": "k", "answer": 1, "predicted": p, "correct": p == 1, "sample_answers": s, "samples": len(s)}
+            for p, s in rows
+        ])  # fmt: skip
+
+    first = result([(1, [1, 1, 2, 2]), (2, [2, 2, 2, 1]), (2, [2, 2, 3, 3])])
+    second = result([(1, [1]), (1, [1]), (3, [3])])
+    diagnosis = vote_diagnosis(first)
+    assert diagnosis["sample_accuracy"] == pytest.approx(3 / 12) and diagnosis["pass_at_k"] == pytest.approx(
+        2 / 3
+    )
+    assert (
+        diagnosis["wrong_vote_share"] == pytest.approx((3 / 4 + 2 / 4) / 2)
+        and diagnosis["samples_drawn"] == 12
+    )
+    assert two_run_score(first, second) == pytest.approx((1 + 0.5 + 0) / 3)
+
+
+# ---------------------------------------------------------------------------------------------- Kaggle's gateway
+
+FAKE_SERVER = """
+import csv
+import json
+import math
+CALLS = []
+
+class AIMO3InferenceServer:
+    def __init__(self, predict):
+        self.predict = predict
+
+    def run_local_gateway(self, data_paths):
+        import polars as pl
+        [path] = data_paths
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                reply = self.predict(pl.Series("id", [row["id"]]), pl.Series("problem", [row["problem"]]))
+                CALLS.append((path, reply["id"].item(), reply["answer"].item()))
+"""
+
+
+def test_the_dry_run_serves_predict_through_kaggles_own_local_gateway(tmp_path, monkeypatch):
+    from utils.solver import kaggle_dry_run
+    from utils.submission import make_predict
+
+    package = tmp_path / "kaggle_evaluation"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "aimo_3_inference_server.py").write_text(FAKE_SERVER)
+    (tmp_path / "test.csv").write_text("id,problem\n000aaa,What is 1+1?\n111bbb,What is 2+2?\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in [m for m in sys.modules if m.startswith("kaggle_evaluation")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
+    predict = make_predict(lambda id_, problem: len(problem))
+    assert kaggle_dry_run(predict, "aimo3", search_dirs=[tmp_path]) == tmp_path / "test.csv"
+    served = sys.modules["kaggle_evaluation.aimo_3_inference_server"].CALLS
+    assert served == [(str(tmp_path / "test.csv"), "000aaa", 12), (str(tmp_path / "test.csv"), "111bbb", 12)]
+    # nothing to dry-run: AIMO 1, no test.csv, no kaggle_evaluation, or a rerun (which serves for real)
+    assert kaggle_dry_run(predict, "aimo1", search_dirs=[tmp_path]) is None
+    assert kaggle_dry_run(predict, "aimo3", search_dirs=[tmp_path / "none"]) is None
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "test.csv").write_text("id,problem\n")
+    monkeypatch.delitem(sys.modules, "kaggle_evaluation.aimo_3_inference_server")
+    monkeypatch.delitem(sys.modules, "kaggle_evaluation")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    assert kaggle_dry_run(predict, "aimo3", search_dirs=[tmp_path / "bare"]) is None
+    monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
+    assert kaggle_dry_run(predict, "aimo3", search_dirs=[tmp_path]) is None
+
+
+def test_the_program_check_silences_a_tool_sample_its_program_contradicts(tok, monkeypatch):
+    def tool_sample(printed: str, boxed_answer: int) -> Sample:
+        return Sample(
+            text=f"```python\nprint(x)\n```\n```output\n{printed}\n```\n\\boxed{{{boxed_answer}}}",
+            code_runs=[{"code": "print(x)", "stdout": f"{printed}\n", "error": None}],
+        )
+
+    class ToolSampler:  # a miscopied product twice, and one sample that copied its program's output
+        def __call__(self, model, tokenizer, prompts, config, n_samples=1, deadline=None):
+            return [[tool_sample("3136", 3153), tool_sample("3136", 3153), tool_sample("731", 731)]]
+
+    monkeypatch.setattr(solver_module, "sample_reasoning", ToolSampler())
+    config = dict(mode="reasoning", samples=3, wave_size=3)
+    plain = Solver(ScriptedLM(tok, boxed("0")), tok, SolverConfig(**config)).solve("p")
+    checked = Solver(ScriptedLM(tok, boxed("0")), tok, SolverConfig(**config, program_check=True)).solve("p")
+    assert plain.answer == 3153 and checked.answer == 731 and checked.weights == [0.0, 0.0, 1.0]
+    # a sample whose program printed no integer, or that ran no code, keeps its vote
+    assert solver_module.sample_weight(tool_sample("oops", 5), 5, SolverConfig(program_check=True)) == 1.0
+    assert solver_module.sample_weight(Sample(text="\\boxed{5}"), 5, SolverConfig(program_check=True)) == 1.0

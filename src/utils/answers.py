@@ -837,6 +837,7 @@ class VoteResult:
 
     `count` votes for `answer` out of `total` samples (unparsed ones included), `share` = count/total
     (0.0 when there were none), `counts` maps each parsed answer to its votes in first-seen order.
+    A weighted vote also fills `weights`: each answer's summed sample weights (what decided the winner).
     """
 
     answer: int
@@ -844,26 +845,42 @@ class VoteResult:
     total: int
     share: float
     counts: dict[int, int] = field(default_factory=dict)
+    weights: dict[int, float] = field(default_factory=dict)
 
 
-def majority_vote(answers: Sequence[int | None], fallback: int = 0) -> VoteResult:
+def majority_vote(
+    answers: Sequence[int | None], fallback: int = 0, weights: Sequence[float] | None = None
+) -> VoteResult:
     """The most common non-None answer; `fallback` with count 0 when none parsed.
 
     Ties go to the answer that reached the tied count first (scanning in order): the leader only
     changes when another answer gets strictly more votes. So [5, 7, 7, 5] gives 7, the same answer
     an early-stopping loop watching the samples arrive would have held.
+
+    `weights` (one per answer, each in [0, 1], e.g. a sample's confidence) make it a weighted vote: the
+    answer with the largest summed weight wins, with the same tie rule.
     """
+    if weights is not None and len(weights) != len(answers):
+        raise ValueError(f"{len(weights)} weights for {len(answers)} answers")
     counts: dict[int, int] = {}
-    leader, lead = fallback, 0
-    for a in answers:
+    tally: dict[int, float] = {}
+    leader, lead = fallback, -1.0  # below any tally: the first parsed answer leads, even with weight 0
+    for a, w in zip(answers, weights if weights is not None else [1.0] * len(answers), strict=True):
         if a is None:
             continue
         counts[a] = counts.get(a, 0) + 1
-        if counts[a] > lead:
-            leader, lead = a, counts[a]
+        tally[a] = tally.get(a, 0.0) + w
+        if tally[a] > lead:
+            leader, lead = a, tally[a]
     total = len(answers)
+    count = counts.get(leader, 0)
     return VoteResult(
-        answer=leader, count=lead, total=total, share=lead / total if total else 0.0, counts=counts
+        answer=leader,
+        count=count,
+        total=total,
+        share=count / total if total else 0.0,
+        counts=counts,
+        weights=tally if weights is not None else {},
     )
 
 
@@ -878,9 +895,12 @@ def vote_is_decided(
     `unbeatable`: True once the runner-up, even given every one of the `samples_left` remaining
     samples, could at most tie the leader (ties keep the leader, see `majority_vote`).
     `min_votes`: True once the leader has that many votes (the AIMO 2 winner stopped at 4-5 agreeing),
-    None to disable. None keys in `counts` (unparsed samples) are ignored.
+    None to disable. None keys in `counts` (unparsed samples) are ignored. A weighted `VoteResult` is
+    decided on its weights, each remaining sample able to add at most 1 (`min_votes` still counts samples).
     """
     if isinstance(counts, VoteResult):
+        if counts.weights:
+            return _weighted_vote_is_decided(counts, samples_left, min_votes, unbeatable)
         counts = counts.counts
     if samples_left < 0:
         raise ValueError(f"samples_left={samples_left}: must be >= 0")
@@ -893,4 +913,16 @@ def vote_is_decided(
         return True
     if min_votes is not None and leader >= min_votes:
         return True
+    return unbeatable and leader > 0 and runner_up + samples_left <= leader
+
+
+def _weighted_vote_is_decided(
+    vote: VoteResult, samples_left: int, min_votes: int | None, unbeatable: bool
+) -> bool:
+    if samples_left < 0:
+        raise ValueError(f"samples_left={samples_left}: must be >= 0")
+    if samples_left == 0 or (min_votes is not None and max(vote.counts.values(), default=0) >= min_votes):
+        return True
+    tallies = sorted(vote.weights.values(), reverse=True)
+    leader, runner_up = (tallies + [0.0, 0.0])[:2]
     return unbeatable and leader > 0 and runner_up + samples_left <= leader

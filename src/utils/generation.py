@@ -12,7 +12,9 @@ caller's time budget is never overrun by more than one decoding step.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
+import textwrap
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +39,12 @@ class GenerationConfig:
     code_timeout: float = 5.0
     max_output_chars: int = 200
     code_workers: int = 4  # sandbox runs in parallel (each is its own process)
+    # Score each sample by the log-probability the model gave its own tokens (for confidence-weighted
+    # votes). Off by default: it keeps every step's logits, batch x vocabulary floats per new token.
+    scores: bool = False
+    # A sample's later code blocks see its earlier blocks' variables, as in a notebook (AIMO 3's winners
+    # ran persistent kernels): each run replays the sample's earlier blocks, silenced, before the new one.
+    persistent_state: bool = False
 
 
 @dataclass
@@ -47,6 +55,13 @@ class Sample:
     code_runs: list = field(default_factory=list)
     new_tokens: int = 0
     timed_out: bool = False  # the deadline cut it short
+    logprob: float = 0.0  # sum of the log-probabilities of the model's own tokens (with `scores`)
+    scored_tokens: int = 0  # tokens in `logprob` (code output fed back is not the model's: not scored)
+
+    @property
+    def confidence(self) -> float | None:
+        """The geometric mean of the model's probabilities for its own tokens, in (0, 1]; None unscored."""
+        return math.exp(self.logprob / self.scored_tokens) if self.scored_tokens else None
 
 
 class _Deadline:
@@ -82,6 +97,8 @@ def _generate_kwargs(tokenizer, config: GenerationConfig, stop_strings, deadline
         kwargs.update(temperature=None, top_p=None, top_k=None)
     if stop_strings:
         kwargs.update(stop_strings=stop_strings, tokenizer=tokenizer)
+    if config.scores:  # raw logits, not the warped scores: top-p would set unchosen tokens to -inf
+        kwargs.update(output_logits=True, return_dict_in_generate=True)
     if deadline is not None:
         from transformers import StoppingCriteriaList
 
@@ -143,22 +160,46 @@ def generate_texts(
     Prompts are left-padded so that all of a batch continues from the same position. Batches are not
     started once `deadline` (a `time.monotonic()` time) has passed: their completions stay empty.
     """
+    return [
+        (text, n) for text, n, _ in generate_scored(model, tokenizer, prompts, config, stop_strings, deadline)
+    ]
+
+
+def generate_scored(
+    model,
+    tokenizer,
+    prompts: list[str],
+    config: GenerationConfig,
+    stop_strings: list[str] | None = None,
+    deadline: float | None = None,
+) -> list[tuple[str, int, float]]:
+    """`generate_texts` plus each completion's summed token log-probability (0.0 unless `config.scores`)."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    results: list[tuple[str, int]] = []
+    results: list[tuple[str, int, float]] = []
     for start in range(0, len(prompts), config.batch_size):
         chunk = prompts[start : start + config.batch_size]
         if past(deadline):
-            results.extend(("", 0) for _ in chunk)
+            results.extend(("", 0, 0.0) for _ in chunk)
             continue
         enc = _encode(model, tokenizer, chunk, config.max_new_tokens).to(_device_of(model))
         with torch.inference_mode(), decoding_threads(model):
             out = model.generate(**enc, **_generate_kwargs(tokenizer, config, stop_strings, deadline))
-        for row in out[:, enc["input_ids"].shape[1] :]:
-            n = int((row != tokenizer.pad_token_id).sum())
-            results.append((tokenizer.decode(row, skip_special_tokens=True), n))
+        sequences = out.sequences if config.scores else out
+        new = sequences[:, enc["input_ids"].shape[1] :]
+        kept = new != tokenizer.pad_token_id
+        logprobs = _token_logprobs(out.logits, new, kept) if config.scores else torch.zeros(len(new))
+        for row, mask, logprob in zip(new, kept, logprobs, strict=True):
+            results.append((tokenizer.decode(row, skip_special_tokens=True), int(mask.sum()), float(logprob)))
     return results
+
+
+def _token_logprobs(step_logits: tuple, tokens: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """Per row, the summed log-probability of its generated tokens (padding after a row ended excluded)."""
+    logits = torch.stack(step_logits, dim=1).float()[:, : tokens.shape[1]]  # batch x steps x vocab
+    chosen = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, : logits.shape[1], None]).squeeze(-1)
+    return (chosen * kept[:, : logits.shape[1]]).sum(dim=1)
 
 
 def sample_reasoning(
@@ -171,9 +212,13 @@ def sample_reasoning(
 ) -> list[list[Sample]]:
     """`n_samples` completions of every prompt, all prompts and samples batched together."""
     flat = [p for p in prompts for _ in range(n_samples)]
-    outs = generate_texts(model, tokenizer, flat, config, deadline=deadline)
+    outs = generate_scored(model, tokenizer, flat, config, deadline=deadline)
     cut = past(deadline)
-    samples = [Sample(text=t, new_tokens=n, timed_out=cut) for t, n in outs]
+    scored = config.scores
+    samples = [
+        Sample(text=t, new_tokens=n, timed_out=cut, logprob=lp, scored_tokens=n if scored else 0)
+        for t, n, lp in outs
+    ]
     return _regroup(samples, len(prompts), n_samples)
 
 
@@ -246,7 +291,7 @@ def sample_with_tools(
                 samples[i].timed_out = True
             break
         stops = [OUTPUT_OPEN] if round_ < config.max_code_rounds else None
-        outs = generate_texts(
+        outs = generate_scored(
             model,
             tokenizer,
             [flat_prompts[i] + samples[i].text for i in active],
@@ -255,10 +300,13 @@ def sample_with_tools(
             deadline=deadline,
         )
         cut = past(deadline)
-        for i, (text, n) in zip(active, outs, strict=True):
+        for i, (text, n, logprob) in zip(active, outs, strict=True):
             samples[i].text += text
             samples[i].new_tokens += n
             samples[i].timed_out |= cut
+            if config.scores:
+                samples[i].logprob += logprob
+                samples[i].scored_tokens += n
         waiting = {i: code for i in active if (code := pending_code(samples[i].text)) is not None}
         active = _feed_outputs(samples, waiting, run_code, config, deadline)
     return _regroup(samples, len(prompts), n_samples)
@@ -278,11 +326,49 @@ def _feed_outputs(
         for i in waiting:
             samples[i].timed_out = True
         return []
-    results = _run_all(list(waiting.values()), run_code, config.code_workers)
+    programs = {i: _program(samples[i], code, config.persistent_state) for i, code in waiting.items()}
+    results = _run_all(list(programs.values()), run_code, config.code_workers)
     for i, code in waiting.items():
-        result = results[code]
+        result = results[programs[i]]
         samples[i].code_runs.append({"code": code, "stdout": result.stdout, "error": result.error})
         # The model may or may not have written the newline after "```output": normalize it away.
         shown = format_output(result.stdout, result.error, config.max_output_chars)
         samples[i].text = samples[i].text.rstrip() + "\n" + shown + "\n```\n"
     return list(waiting)
+
+
+# Earlier blocks are replayed with their output swallowed (only the new block's output is fed back) and their
+# errors ignored: a block that failed half-way keeps, as in a kernel, what it defined before the error.
+_REPLAY_HEAD = "import contextlib as _replay_ctx, io as _replay_io\nwith _replay_ctx.redirect_stdout(_replay_io.StringIO()):\n"
+_REPLAY_BLOCK = "    try:\n{body}\n    except Exception:\n        pass\n"
+
+
+def stateful_program(earlier_blocks: list[str], code: str) -> str:
+    """One program that runs `code` after `earlier_blocks` have set up their variables, silently.
+
+    Persistent state without a persistent process: the sandbox runs every program in a fresh interpreter,
+    so the state is rebuilt by replaying. A replayed block runs again (its cost and side effects repeat).
+    """
+    if not earlier_blocks:
+        return code
+    replays = "".join(
+        _REPLAY_BLOCK.format(body=textwrap.indent(block.strip("\n") or "pass", " " * 8))
+        for block in earlier_blocks
+    )
+    return _REPLAY_HEAD + replays + code
+
+
+def _program(sample: Sample, code: str, persistent_state: bool) -> str:
+    """What runs for `sample`'s new block: the block alone, or replayed after its earlier blocks that compile
+    (one with a syntax error would make the whole program fail to compile)."""
+    if not persistent_state:
+        return code
+    return stateful_program([run["code"] for run in sample.code_runs if _compiles(run["code"])], code)
+
+
+def _compiles(code: str) -> bool:
+    try:
+        compile(code, "<block>", "exec")
+    except (SyntaxError, ValueError):
+        return False
+    return True

@@ -42,13 +42,16 @@ from utils.watchdog import call_until
 
 log = logging.getLogger(__name__)
 ANSWER_SOURCES = ("boxed", "program")
+# "mixed": each wave is half reasoning samples, half tool samples (AIMO 2's second place ran 7 + 8), so the
+# vote can take whichever style the model handles on this problem, with no label saying which it is.
+SOLVER_MODES = (*MODES, "mixed")
 
 
 @dataclass(frozen=True)
 class SolverConfig:
     """How to solve: prompt mode, samples, decoding, code rounds, early stop, answer range."""
 
-    mode: str = "tools"  # "reasoning" or "tools"
+    mode: str = "tools"  # "reasoning", "tools" or "mixed" (half of each wave in each)
     samples: int = 8
     wave_size: int = 8  # samples drawn per problem before the vote is checked
     batch_size: int = 64  # most sequences in one generate call (solve_batch packs many problems' waves)
@@ -67,10 +70,18 @@ class SolverConfig:
     # Seconds past the deadline before a stalled generation is abandoned: time for the last decoding step
     # and the vote of a generation that honours its deadline (utils.submission waits longer, 3 s).
     grace_s: float = 2.0
+    # Weight each sample's vote by its confidence (the geometric mean probability of its own tokens), so
+    # that among disagreeing samples the ones the model was sure of count more.
+    weighted: bool = False
+    # A sample's later code blocks see its earlier blocks' variables (see GenerationConfig.persistent_state).
+    persistent_state: bool = False
+    # A tool sample whose final answer differs from the integer its last program printed votes with weight
+    # 0: the program does not back it (the model miscopied the output, or its code computed something else).
+    program_check: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"SolverConfig.mode: expected one of {MODES}, got {self.mode!r}")
+        if self.mode not in SOLVER_MODES:
+            raise ValueError(f"SolverConfig.mode: expected one of {SOLVER_MODES}, got {self.mode!r}")
         for name in ("samples", "wave_size", "batch_size", "max_new_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"SolverConfig.{name}: expected an int >= 1, got {getattr(self, name)!r}")
@@ -96,6 +107,8 @@ class SolverConfig:
             batch_size=self.batch_size,
             max_code_rounds=self.max_code_rounds,
             code_timeout=self.code_timeout,
+            scores=self.weighted,
+            persistent_state=self.persistent_state,
         )
 
 
@@ -109,6 +122,8 @@ class Solution:
     seconds: float
     outputs: list = field(default_factory=list)  # every sample's text
     answers: list = field(default_factory=list)  # every sample's normalized answer (None: unparsed)
+    weights: list = field(default_factory=list)  # every sample's vote weight (1.0 unless weighted)
+    confidences: list = field(default_factory=list)  # every sample's confidence (None: not scored)
     stopped_early: bool = False  # the vote was decided before all samples were drawn
     timed_out: bool = False  # the deadline cut sampling short
     error: str | None = None  # a wave failed; the answer is the vote of the samples drawn before it
@@ -121,6 +136,8 @@ class _Ballot:
         self.config = config
         self.outputs: list[str] = []
         self.answers: list[int | None] = []
+        self.weights: list[float] = []
+        self.confidences: list[float | None] = []
         self.timed_out = False
         self.stopped_early = False
         self.error: str | None = None
@@ -136,10 +153,16 @@ class _Ballot:
             for sample, answer in zip(wave, answers, strict=True):
                 self.outputs.append(sample.text)
                 self.answers.append(answer)
+                self.weights.append(sample_weight(sample, answer, self.config))
+                self.confidences.append(sample.confidence)
                 self.timed_out |= sample.timed_out
-            vote = majority_vote(self.answers, fallback=self.config.fallback)
+            vote = self.vote()
             if self.left > 0 and vote_is_decided(vote, self.left, self.config.min_votes):
                 self.stopped_early = True
+
+    def vote(self):
+        weights = self.weights if self.config.weighted or self.config.program_check else None
+        return majority_vote(self.answers, fallback=self.config.fallback, weights=weights)
 
     @property
     def open(self) -> bool:
@@ -147,7 +170,7 @@ class _Ballot:
 
     def solution(self, seconds: float) -> Solution:
         with self.lock:  # copies: an abandoned worker must not change a solution already returned
-            vote = majority_vote(self.answers, fallback=self.config.fallback)
+            vote = self.vote()
             return Solution(
                 answer=vote.answer,
                 votes=dict(vote.counts),
@@ -155,6 +178,8 @@ class _Ballot:
                 seconds=seconds,
                 outputs=list(self.outputs),
                 answers=list(self.answers),
+                weights=list(self.weights),
+                confidences=list(self.confidences),
                 stopped_early=self.stopped_early,
                 timed_out=self.timed_out,
                 error=self.error,
@@ -183,6 +208,17 @@ def sample_answer(sample: Sample, competition: str, answer_from: str = "boxed") 
         if printed is not None:
             return normalize_for_competition(printed, competition)
     return read_answer(sample.text, competition)
+
+
+def sample_weight(sample: Sample, answer: int | None, config: SolverConfig) -> float:
+    """A sample's vote weight: with `config.weighted` its confidence (1.0 when it was not scored, e.g. cut
+    by the deadline), else 1.0; with `config.program_check`, 0.0 when its last program printed another integer."""
+    if config.program_check and answer is not None:
+        printed = sample_answer(sample, config.competition, "program")
+        if sample.code_runs and printed != read_answer(sample.text, config.competition):
+            return 0.0
+    confidence = sample.confidence if config.weighted else None
+    return 1.0 if confidence is None else confidence
 
 
 def seed_for_problem(problem: str, seed: int) -> int:
@@ -256,7 +292,6 @@ class Solver:
     def _vote(self, problem: str, ballot: _Ballot, deadline: float | None) -> None:
         cfg, model, tokenizer = self.config, self.model, self.tokenizer
         seed_for_problem(problem, cfg.seed)
-        prompt = build_prompt(tokenizer, problem, cfg.mode)
         wave_seconds = 0.0
         while ballot.open:
             if past(deadline) or (
@@ -266,7 +301,7 @@ class Solver:
                 break
             began = time.monotonic()
             try:
-                wave = self._sample(model, tokenizer, [prompt], min(cfg.wave_size, ballot.left), deadline)[0]
+                wave = self._sample(model, tokenizer, [problem], min(cfg.wave_size, ballot.left), deadline)[0]
             except Exception as e:  # e.g. out of memory as contexts grow: keep the votes already in
                 if not ballot.answers:
                     raise
@@ -294,10 +329,9 @@ class Solver:
     def _vote_batch(self, problems: list[str], ballots: list[_Ballot], deadline: float | None) -> None:
         cfg, model, tokenizer = self.config, self.model, self.tokenizer
         seed_for_problem("\n".join(problems), cfg.seed)
-        prompts = [build_prompt(tokenizer, p, cfg.mode) for p in problems]
         while (todo := [i for i, b in enumerate(ballots) if b.open]) and not past(deadline):
             n = min(cfg.wave_size, max(ballots[i].left for i in todo))
-            waves = self._sample(model, tokenizer, [prompts[i] for i in todo], n, deadline)
+            waves = self._sample(model, tokenizer, [problems[i] for i in todo], n, deadline)
             for i, wave in zip(todo, waves, strict=True):
                 ballots[i].add(wave[: ballots[i].left])
         for b in ballots:
@@ -320,9 +354,22 @@ class Solver:
         return [b.solution(seconds) for b in ballots]
 
     def _sample(
-        self, model, tokenizer, prompts: list[str], n: int, deadline: float | None
+        self, model, tokenizer, problems: list[str], n: int, deadline: float | None
     ) -> list[list[Sample]]:
-        sampler = sample_with_tools if self.config.mode == "tools" else sample_reasoning
+        """`n` samples of every problem; in "mixed" mode the first ceil(n/2) by reasoning, the rest with tools."""
+        if self.config.mode != "mixed":
+            return self._sample_mode(model, tokenizer, problems, n, self.config.mode, deadline)
+        reasoning = self._sample_mode(model, tokenizer, problems, (n + 1) // 2, "reasoning", deadline)
+        if n // 2 == 0:
+            return reasoning
+        tools = self._sample_mode(model, tokenizer, problems, n // 2, "tools", deadline)
+        return [r + t for r, t in zip(reasoning, tools, strict=True)]
+
+    def _sample_mode(
+        self, model, tokenizer, problems: list[str], n: int, mode: str, deadline: float | None
+    ) -> list[list[Sample]]:
+        sampler = sample_with_tools if mode == "tools" else sample_reasoning
+        prompts = [build_prompt(tokenizer, p, mode) for p in problems]
         return sampler(model, tokenizer, prompts, self.config.generation(), n_samples=n, deadline=deadline)
 
 
@@ -386,6 +433,9 @@ def score_solutions(problems: Sequence, solutions: Sequence[Solution], competiti
                 "correct": correct,
                 "votes": s.votes,
                 "samples": s.samples,
+                "sample_answers": s.answers,
+                "sample_weights": s.weights,
+                "sample_confidences": s.confidences,
                 "output": s.outputs[0] if s.outputs else "",
             }
         )
@@ -415,6 +465,106 @@ def evaluation_problems(
     except (FileNotFoundError, ValueError) as e:
         print(f"no held-out problems to compare on ({e}); skipping the comparison")
         return []
+
+
+def validation_problems(
+    root_output_dir: str | os.PathLike, source: str = "embedded", limit: int | None = None
+) -> list:
+    """Notebook 01's validation problems of `source` (`utils.data.Problem`, with `kind` metadata), in file order.
+
+    Chosen on these, never on the held-out ones: a configuration picked on the problems it is then scored
+    on would report its luck on them as skill. Empty on a rerun or when 01's output is absent.
+    """
+    import json
+
+    from utils.data import Problem
+    from utils.gateway import is_competition_rerun
+    from utils.prompts import INSTRUCTIONS
+
+    path = Path(root_output_dir) / "01_data_prep" / "validation.jsonl"
+    if is_competition_rerun() or not path.is_file():
+        return []
+    problems = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row["source"] != source or row.get("answer") is None:
+            continue
+        question = row["messages"][0]["content"]  # the question, then the instruction of the row's mode
+        for instruction in INSTRUCTIONS.values():
+            question = question.removesuffix("\n" + instruction)
+        problems.append(
+            Problem(row["id"], source, question, answer=row["answer"], metadata={"kind": row.get("kind")})
+        )
+    return problems[:limit] if limit else problems
+
+
+def choose_configuration(scores: dict[str, float], costs: dict[str, float], tolerance: float = 0.0) -> str:
+    """The best-scoring configuration; among those within `tolerance` of the best, the cheapest (then the
+    first listed). `scores` and `costs` map a name to its validation accuracy and to its samples drawn."""
+    best = max(scores.values())
+    near = [name for name in scores if scores[name] >= best - tolerance - 1e-12]
+    return min(near, key=lambda name: (costs[name], list(scores).index(name)))
+
+
+def vote_diagnosis(result) -> dict:
+    """Why a vote wins or loses, from an `evaluate_solver` result's records: the accuracy of one sample
+    (is sampling itself worse than greedy?), the vote's, pass@k (some sample right), and on the problems
+    the vote got wrong the share of samples on its wrong answer (do errors pile up on one answer?)."""
+    per_sample, any_right, wrong_share = [], [], []
+    for r in result.records:
+        answers = r["sample_answers"]
+        right = [a == r["answer"] for a in answers]
+        per_sample.extend(right)
+        any_right.append(any(right))
+        if not r["correct"] and answers:
+            wrong_share.append(sum(a == r["predicted"] for a in answers) / len(answers))
+    return {
+        "sample_accuracy": _mean(per_sample),
+        "vote_accuracy": result.accuracy,
+        "pass_at_k": _mean(any_right),
+        "wrong_vote_share": _mean(wrong_share),
+        "samples_drawn": sum(r["samples"] for r in result.records),
+    }
+
+
+def two_run_score(first, second) -> float:
+    """AIMO 3's penalized score of two runs of the private set: a problem scores 1 if both runs got it
+    right, 0.5 if one did, 0 if neither (the mean of the two runs' correctness, problem by problem)."""
+    pairs = zip(first.records, second.records, strict=True)
+    return _mean([(a["correct"] + b["correct"]) / 2 for a, b in pairs])
+
+
+def _mean(values: Sequence) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def kaggle_dry_run(predict: Callable, competition: str, search_dirs: Sequence | None = None) -> Path | None:
+    """Before submitting, on Kaggle: serve `predict` through the competition's own `kaggle_evaluation` local
+    gateway on its `test.csv` (the real contract, not the project's stand-in). Returns that `test.csv`, or
+    None when there is nothing to run: a rerun (which serves for real), AIMO 1 (no `kaggle_evaluation`),
+    or no `kaggle_evaluation` / `test.csv` attached (off Kaggle)."""
+    from utils.gateway import (
+        GatewayError,
+        competition_spec,
+        import_from_competition,
+        is_competition_rerun,
+        kaggle_search_dirs,
+    )
+
+    spec = competition_spec(competition)
+    if is_competition_rerun() or spec.server_module is None:
+        return None
+    dirs = [Path(d) for d in (kaggle_search_dirs(spec) if search_dirs is None else search_dirs)]
+    test_csv = next((d / "test.csv" for d in dirs if (d / "test.csv").is_file()), None)
+    if test_csv is None:
+        return None
+    try:
+        module = import_from_competition(spec.server_module, dirs)
+    except (GatewayError, ImportError) as e:
+        log.warning("no kaggle_evaluation to dry-run against: %s", e)
+        return None
+    getattr(module, spec.server_class)(predict).run_local_gateway((str(test_csv),))
+    return test_csv
 
 
 def write_problems_csv(problems: Sequence, path: str | os.PathLike) -> Path:
