@@ -608,7 +608,17 @@ class AIMO3InferenceServer:
 """
 
 
-def test_the_dry_run_serves_predict_through_kaggles_own_local_gateway(tmp_path, monkeypatch):
+@pytest.fixture
+def no_kaggle_evaluation():
+    """The fake `kaggle_evaluation` modules a test imports must not leak into later tests."""
+    yield
+    for name in [m for m in sys.modules if m.startswith("kaggle_evaluation")]:
+        del sys.modules[name]
+
+
+def test_the_dry_run_serves_predict_through_kaggles_own_local_gateway(
+    tmp_path, monkeypatch, no_kaggle_evaluation
+):
     from utils.solver import kaggle_dry_run
     from utils.submission import make_predict
 
