@@ -608,6 +608,19 @@ class AIMO3InferenceServer:
 """
 
 
+WORKER_THREADS = ("solver-generation", "solver", "inference-server")  # utils.watchdog's workers here
+
+
+@pytest.fixture(autouse=True)
+def abandoned_workers_finish():
+    """A worker a stall test abandoned must end before the next test: it draws from torch's global RNG, so a
+    later test's samples would depend on it (the release event lets every stalled model finish)."""
+    yield
+    for thread in threading.enumerate():
+        if thread.name in WORKER_THREADS and thread is not threading.current_thread():
+            thread.join(timeout=60)
+
+
 @pytest.fixture
 def no_kaggle_evaluation():
     """The fake `kaggle_evaluation` modules a test imports must not leak into later tests."""

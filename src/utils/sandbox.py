@@ -88,6 +88,7 @@ from dataclasses import dataclass
 __all__ = ["GRACE_SECONDS", "SandboxConfig", "SandboxResult", "run_python"]
 
 GRACE_SECONDS = 1.0  # a call returns within timeout + this, clean-up included
+_RETURN_MARGIN = 0.15  # clean-up ends this long before the grace does: reaping and the result take the rest
 CHILD_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_child.py")
 _DRAIN_BYTES = 64 * 1024  # stdout read (and dropped) past the kept head before a flood is killed
 _STDERR_KEEP = 8 * 1024  # stderr is kept from the end: the traceback is there
@@ -221,7 +222,7 @@ def _release_uid(uid: int) -> None:
 
 def _run(code: str, cfg: SandboxConfig) -> SandboxResult:
     start = time.monotonic()
-    end_by = start + cfg.timeout + GRACE_SECONDS
+    end_by = start + cfg.timeout + GRACE_SECONDS - _RETURN_MARGIN  # clean-up stops there; the rest returns
     uid = _take_uid()
     root = os.path.realpath(tempfile.mkdtemp(prefix="sandbox-"))
     try:
