@@ -106,7 +106,9 @@ sys.path[:0] = [str(p) for p in [Path("../src"), *Path("/kaggle/input").glob("*/
 
 # %%
 import random
+import warnings
 
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets, on importing trl
 import pandas as pd
 import torch
 from datasets import Dataset
