@@ -7,6 +7,9 @@ an ```output block, and generation continues, up to a number of code rounds.
 Every function takes an optional `deadline` (a `time.monotonic()` time). It holds inside a generate
 call (a stopping criterion checked at every token), between calls, and for the code runs, so that a
 caller's time budget is never overrun by more than one decoding step.
+
+What decodes is a transformers model or another engine behind `utils.engines.Engine` (vLLM): the
+loop, the code rounds and the deadline here are the same for both.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
+
+from utils.engines import Engine
 
 CODE_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 OUTPUT_OPEN = "```output"
@@ -173,7 +178,11 @@ def generate_scored(
     stop_strings: list[str] | None = None,
     deadline: float | None = None,
 ) -> list[tuple[str, int, float]]:
-    """`generate_texts` plus each completion's summed token log-probability (0.0 unless `config.scores`)."""
+    """`generate_texts` plus each completion's summed token log-probability (0.0 unless `config.scores`).
+
+    `model` is a transformers model or a `utils.engines.Engine` (vLLM), which takes the whole batch itself."""
+    if isinstance(model, Engine):
+        return model.generate_scored(tokenizer, prompts, config, stop_strings, deadline)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

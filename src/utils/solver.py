@@ -35,6 +35,7 @@ from utils.answers import (
     normalize_for_competition,
     vote_is_decided,
 )
+from utils.engines import check_engine
 from utils.generation import GenerationConfig, Sample, past, sample_reasoning, sample_with_tools
 from utils.prompts import MODES, build_prompt
 from utils.quantization import CHOICE_FILE
@@ -385,21 +386,36 @@ def build_solver(
     quantization: str = "none",
     competition: str = "aimo3",
     lazy: bool = False,
+    engine: str = "hf",
+    engine_options: dict | None = None,
     **overrides,
 ) -> Solver:
     """A Solver for `model`: a name, folder, Kaggle Model, a saved adapter folder, or notebook 04's output
     folder (its `choice.json` then names the model and its quantization, and `quantization` is ignored).
 
+    `engine` decodes: "hf" (transformers) or "vllm" (`utils.engine_vllm`, with `engine_options`).
     `lazy=True` defers loading to the first use (or `solver.loaded()`); other keywords set `SolverConfig` fields.
     """
+    check_engine(engine)
     config = SolverConfig(mode=mode, samples=samples, seed=seed, competition=competition, **overrides)
-    solver = Solver(config=config, loader=lambda: load_submission_model(model, quantization))
+    solver = Solver(
+        config=config, loader=lambda: load_submission_model(model, quantization, engine, engine_options)
+    )
     return solver if lazy else solver.loaded()
 
 
-def load_submission_model(model: str, quantization: str = "none") -> tuple:
+def load_submission_model(
+    model: str, quantization: str = "none", engine: str = "hf", engine_options: dict | None = None
+) -> tuple:
     """(model, tokenizer): notebook 04's choice when `model` is a folder holding its choice file, else
-    `utils.modeling.load_model(model, quantization)`."""
+    `utils.modeling.load_model(model, quantization)`. With `engine="vllm"`, (a `utils.engine_vllm.VLLMEngine`
+    serving the same, tokenizer) instead; `engine_options` are its settings (the hf engine takes none)."""
+    if check_engine(engine) == "vllm":
+        from utils.engine_vllm import load_vllm
+
+        return load_vllm(model, quantization, engine_options or {})
+    if engine_options:
+        raise ValueError(f"engine_options {sorted(engine_options)} apply to the vllm engine; hf takes none")
     if (Path(model) / CHOICE_FILE).is_file():
         from utils.quantization import load_choice
 
