@@ -12,7 +12,7 @@ from pathlib import Path
 from benchmarks import REPO, RESULTS_DIR
 from benchmarks.common import bar_status, fmt
 
-ORDER = ("training", "generation", "sandbox", "series")
+ORDER = ("training", "generation", "sandbox", "series", "engines")
 
 HOW_TO_RUN = """\
 ## How to run
@@ -44,6 +44,11 @@ NOTES = {
     "max_new_tokens. A batched call lasts as long as its longest sample.",
     "sandbox": "The baseline has no limits, no audit hook, no temporary folder and no cleanup of the process group. "
     "The sandbox starts its interpreter with `-I -S` (no site import), which wins back part of that cost.",
+    "engines": "`sample_reasoning` with `n_samples=8` per problem, decoded by vLLM (`utils.engine_vllm`, the adapter "
+    "as a LoRA request) and by transformers' `generate` (the adapter through peft), both in the vLLM environment "
+    "(`make vllm`; transformers 5.19 there), in one process, on the same prompts and settings. On a CPU with the "
+    "0.9M-parameter model, a decoding step costs next to nothing and vLLM's scheduling per step dominates; "
+    "on a GPU with a 7B model the step dominates and vLLM's batching and paged KV cache are what pay.",
     "series": "Each `notebooks/NN_*.py`, converted with jupytext and executed with papermill from `notebooks/`, "
     "in order, with the Makefile's environment, writing to a temporary OUTPUT_DIR. Times include each "
     "kernel's start, as `make run-all` prints them.",
@@ -101,6 +106,7 @@ SIDE_NAMES = {
     "training": ("packed", "padded (baseline)"),
     "generation": ("batched (project)", "one at a time (baseline)"),
     "sandbox": ("run_python (project)", "bare subprocess (baseline)"),
+    "engines": ("vLLM", "transformers"),
 }
 
 

@@ -48,11 +48,23 @@ def _series(quick: bool, model: str | None) -> dict:
     return bench_series()
 
 
-BENCHMARKS: dict[str, Callable[[bool, str | None], dict]] = {
+def _engines(quick: bool, model: str | None) -> dict | None:
+    from benchmarks.bench_engines import EnginesBench, Skipped, bench_engines
+
+    sizes = dict(problems=1, repeats=1, max_new_tokens=8) if quick else {}
+    try:
+        return bench_engines(EnginesBench(model=model or "auto", **sizes))
+    except Skipped as exc:
+        log(f"-- engines skipped: {exc}")
+        return None
+
+
+BENCHMARKS: dict[str, Callable[[bool, str | None], dict | None]] = {
     "training": _training,
     "generation": _generation,
     "sandbox": _sandbox,
     "series": _series,
+    "engines": _engines,
 }
 
 
@@ -97,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # the other benchmarks are independent: report and go on
             log(f"!! {name} failed: {exc!r}")
             failed.append(name)
+            continue
+        if result is None:  # skipped: it said why
             continue
         # machine_info() read the load when the benchmark ended; the reader wants both ends.
         result["machine"]["load_average_1min"] = load_at_start

@@ -12,7 +12,8 @@ import time
 import pytest
 
 pytest.importorskip(
-    "vllm", reason="vLLM is not installed in this environment: `make vllm` builds .venv-vllm, `make test-vllm` runs these"
+    "vllm",
+    reason="vLLM is not installed in this environment: `make vllm` builds .venv-vllm, `make test-vllm` runs these",
 )
 
 from utils.engine_vllm import VLLMEngine, VLLMOptions, load_vllm, make_llm  # noqa: E402
@@ -34,7 +35,9 @@ def adapter_dir(tiny_model, tmp_path_factory):
 
     torch.manual_seed(0)
     model, tokenizer = load_model(str(tiny_model), device="cpu")
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    config = LoraConfig(
+        r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False
+    )
     path = tmp_path_factory.mktemp("adapter")
     get_peft_model(model, config).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -60,7 +63,9 @@ def hf_models(tiny_model, adapter_dir):
 @pytest.fixture(scope="module")
 def prompts(engines):
     tokenizer = engines[2]
-    return [build_prompt(tokenizer, p.problem, "reasoning") for p in generate_problems(12, seed=0, split="bench")]
+    return [
+        build_prompt(tokenizer, p.problem, "reasoning") for p in generate_problems(12, seed=0, split="bench")
+    ]
 
 
 def compute_prompts(tokenizer, n: int = 6) -> list[str]:
@@ -82,7 +87,8 @@ def test_loads_the_embedded_model_and_greedy_decoding_matches_transformers(engin
     for (g,), (w,) in zip(got, want, strict=True):
         if g.text == w.text:
             assert g.new_tokens == w.new_tokens
-            assert g.logprob == pytest.approx(w.logprob, abs=1e-3)  # the raw log-probabilities, as transformers'
+            # the raw log-probabilities, as transformers gives them
+            assert g.logprob == pytest.approx(w.logprob, abs=1e-3)
 
 
 def test_sampling_is_deterministic_from_the_seed(engines, prompts):
@@ -114,7 +120,9 @@ def test_tool_rounds_run_code_and_feed_its_output_back(engines, hf_models):
 def test_the_solver_votes_through_the_engine(engines, hf_models):
     base, _, tokenizer = engines
     problem = generate_problems(1, seed=3, split="bench")[0].problem
-    config = SolverConfig(mode="mixed", samples=6, wave_size=2, max_new_tokens=40, temperature=0.8, weighted=True)
+    config = SolverConfig(
+        mode="mixed", samples=6, wave_size=2, max_new_tokens=40, temperature=0.8, weighted=True
+    )
     first = Solver(base, tokenizer, config).solve(problem)
     again = Solver(base, tokenizer, config).solve(problem)
     assert first.samples == 6 or first.stopped_early
@@ -140,7 +148,9 @@ def test_the_deadline_stops_a_long_generation_in_time(engines):
     deadline = time.monotonic() + full_seconds / 4
     cut = sample_reasoning(base, tokenizer, prompts, config, deadline=deadline)
     late = time.monotonic() - deadline
-    print(f"uncut: {full_seconds:.2f} s; cut at {full_seconds / 4:.2f} s, returned {late:+.3f} s after the deadline")
+    print(
+        f"uncut: {full_seconds:.2f} s; cut at {full_seconds / 4:.2f} s, returned {late:+.3f} s after the deadline"
+    )
     assert late < 0.5, f"returned {late:.2f} s after the deadline"
     assert all(s.timed_out for s in texts_of(cut))
     assert sum(s.new_tokens for s in texts_of(cut)) < sum(s.new_tokens for s in texts_of(full))

