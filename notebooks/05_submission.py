@@ -70,6 +70,8 @@ MAX_CODE_ROUNDS = 2  # code blocks run per sample
 ANSWER_FROM = "boxed"  # where each sample's answer is read: boxed (its final answer) or program (its last output)
 TIME_BUDGET = 120  # seconds for the local gateway run (on a Kaggle rerun: the competition's limit)
 GPU = "auto"  # the card(s) the memory plan checks: "auto" (those present), "2xT4", "4xL4", "H100"
+ENGINE = "hf"  # what decodes: "hf" (transformers) or "vllm" (vLLM, installed from wheels: docs/KAGGLE.md)
+ENGINE_OPTIONS = {}  # vLLM's settings (utils.engine_vllm.VLLMOptions), e.g. {"kv_cache_dtype": "fp8"}
 
 # %%
 import sys
@@ -131,13 +133,19 @@ plans = [] if RERUN else print_plans("05_submission", globals(), MODEL, GPU)  # 
 #   per-problem choice of style that needs no label, at the cost of two samples.
 # - **vote of N** in one style, at `TEMPERATURE` (how the submission voted so far) or `LOW_TEMPERATURE`.
 # - **mixed vote of N, checked, weighted**: half reasoning and half tool samples, weighted the same way.
+#
+# `ENGINE` picks what decodes the samples: transformers' `generate` (`"hf"`, the default), or vLLM (`"vllm"`:
+# continuous batching, a paged KV cache, the adapter served as a LoRA request), which the GPU recipes use.
+# Everything else is the same solver: the tool loop, the votes, the seeds, and the deadline (inside vLLM's step
+# loop, where requests past it are aborted).
 
 # %%
 model_path = submission_model(MODEL, ADAPTER, run.root_output_dir)
 solver = build_solver(model_path, mode="tools", samples=SAMPLES, seed=SEED, quantization=QUANTIZATION,
                       competition=COMPETITION, lazy=True, wave_size=WAVE_SIZE, temperature=TEMPERATURE,
-                      max_new_tokens=MAX_NEW_TOKENS, max_code_rounds=MAX_CODE_ROUNDS, answer_from=ANSWER_FROM)
-print("model:", model_path.replace(str(run.root_output_dir), OUTPUT_DIR))
+                      max_new_tokens=MAX_NEW_TOKENS, max_code_rounds=MAX_CODE_ROUNDS, answer_from=ANSWER_FROM,
+                      engine=ENGINE, engine_options=ENGINE_OPTIONS)
+print("model:", model_path.replace(str(run.root_output_dir), OUTPUT_DIR), "| engine:", ENGINE)
 pair = dict(samples=2, wave_size=2, temperature=0.0)  # temperature 0: each style's greedy sample
 CANDIDATES = {
     "greedy reasoning": dict(mode="reasoning", samples=1),
@@ -378,7 +386,8 @@ print("Kaggle's local gateway:", f"served {dry_run_csv}" if dry_run_csv else "no
 
 # %%
 metrics = {
-    "model": MODEL, "adapter": ADAPTER, "model_path": model_path, "competition": COMPETITION, "mode": MODE,
+    "model": MODEL, "adapter": ADAPTER, "model_path": model_path, "engine": ENGINE, "competition": COMPETITION,
+    "mode": MODE,
     "samples": SAMPLES, "eval_problems": len(problems), "submitted": chosen,
     "submitted_config": {k: v for k, v in asdict(submitted.config).items() if k != "grace_s"},
     "accuracy": {m: r.accuracy for m, r in results.items()},
