@@ -138,6 +138,12 @@ def extra_lines(name: str, raw: dict) -> list[str]:
     """Figures that explain a benchmark's ratio, beyond its table."""
     if name == "sandbox":
         return ["", f"Overhead: {fmt(raw['overhead_ms_per_execution'])} ms per execution."]
+    if name == "engines":
+        same = raw["greedy_agreement"]
+        return [
+            "",
+            f"Greedy completions identical between the engines: {same['identical']}/{same['prompts']}.",
+        ]
     padding = raw.get("sides", {}).get("padded", {}).get("padding") if name == "training" else None
     if not padding:
         return []
