@@ -148,7 +148,7 @@ def bench_engines(bench: EnginesBench | None = None) -> dict:
     except ImportError:
         pass
     if not VLLM_PYTHON.is_file():
-        raise Skipped(f"no vLLM environment at {VLLM_PYTHON.relative_to(REPO)}: `make vllm` builds it")
+        raise Skipped(f"no vLLM environment at {_relative(str(VLLM_PYTHON))}: `make vllm` builds it")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "engines.json"
         command = [str(VLLM_PYTHON), "-m", "benchmarks.bench_engines", "--out", str(out)]

@@ -217,7 +217,7 @@ def test_bars_ratios_and_the_selection_of_benchmarks():
     assert common.bar("minutes", 16, 15, higher_is_better=False)["holds"] is False
     assert common.bar("x", None, 1.5)["holds"] is None
     assert common.row("m", 3.0, 0.0)["ratio"] is None and common.row("m", 3.0, 2.0)["ratio"] == 1.5
-    assert run.selected(None, "series") == ["training", "generation", "sandbox"]
+    assert run.selected(None, "series") == ["training", "generation", "sandbox", "engines"]
     assert run.selected("series,training", None) == ["training", "series"]
     with pytest.raises(SystemExit, match="unknown benchmark"):
         run.selected("trainig", None)

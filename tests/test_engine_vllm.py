@@ -195,3 +195,17 @@ def test_an_engine_made_directly_takes_the_options(tiny_model):
     engine = VLLMEngine(llm)
     assert engine.max_model_len == 256
     assert llm.llm_engine.vllm_config.scheduler_config.max_num_seqs == 8
+
+
+def test_the_engines_benchmark_measures_both_engines_on_the_same_work(tiny_model):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.bench_engines import EnginesBench, measure
+
+    result = measure(EnginesBench(model=str(tiny_model), problems=1, repeats=1, samples=4, max_new_tokens=8))
+    raw = result["raw"]
+    assert raw["vllm"]["repeats"][0]["answers"] == raw["hf"]["repeats"][0]["answers"] == 4
+    assert result["rows"][0]["metric"] == "answers per second" and result["rows"][0]["ratio"] > 0
+    assert raw["greedy_agreement"]["prompts"] == 2

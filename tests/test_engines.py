@@ -132,3 +132,20 @@ def test_without_vllm_the_engine_says_how_to_get_it(tiny_model):
         pass
     with pytest.raises(ImportError, match="make vllm"):
         load_submission_model(str(tiny_model), engine="vllm")
+
+
+def test_the_engines_benchmark_says_why_it_is_skipped_without_a_vllm_environment(monkeypatch, tmp_path):
+    sys.path.insert(0, str(REPO))
+    import benchmarks.bench_engines as bench_engines
+    from benchmarks import run
+
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vLLM is installed here: the benchmark measures in this process")
+    except ImportError:
+        pass
+    monkeypatch.setattr(bench_engines, "VLLM_PYTHON", tmp_path / "no-venv" / "bin" / "python")
+    with pytest.raises(bench_engines.Skipped, match="make vllm"):
+        bench_engines.bench_engines()
+    assert run.BENCHMARKS["engines"](True, None) is None  # `make bench` goes on to the next one
