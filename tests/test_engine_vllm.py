@@ -137,13 +137,13 @@ def test_the_solver_votes_through_the_engine(engines, hf_models):
 
 def test_the_deadline_stops_a_long_generation_in_time(engines):
     base, _, tokenizer = engines
-    prompts = [tokenizer.bos_token + "Compute"] * 96
+    prompts = [tokenizer.bos_token + "Compute"] * 192
     config = GenerationConfig(max_new_tokens=400, temperature=1.0)
     seed_for_problem("long", 0)
     start = time.monotonic()
     full = sample_reasoning(base, tokenizer, prompts, config)
     full_seconds = time.monotonic() - start
-    assert full_seconds > 1.0, "the uncut generation must be long enough to cut"
+    assert full_seconds > 0.5, "the uncut generation must be long enough to cut"
     seed_for_problem("long", 0)
     deadline = time.monotonic() + full_seconds / 4
     cut = sample_reasoning(base, tokenizer, prompts, config, deadline=deadline)
