@@ -271,7 +271,7 @@ def test_gpu_check_runs_its_notebooks_on_whatever_device_there_is(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     notebooks = result["runs"]["7b-t4-recipe"]
-    assert set(notebooks) == {"02_lora_sft", "04_quantized_inference", "05_submission"}
+    assert set(notebooks) == {"02_lora_sft", "04_quantized_inference", "05_submission", "06_grpo"}
     assert all(v["error"] is None and v["wall_s"] > 0 for v in notebooks.values()), notebooks
     for source in ("gsm8k", "math"):
         packing = result["packing"][source]
@@ -279,3 +279,16 @@ def test_gpu_check_runs_its_notebooks_on_whatever_device_there_is(tmp_path):
             packing["real_tokens"] < packing["padded_tokens"]
             and packing["speedup_packed_restart_vs_padded"] > 0
         )
+
+
+def test_gpu_grpo_measures_trl_grpo_steps_on_whatever_device_there_is(tmp_path):
+    """The GRPO memory/speed script's CPU mode: TRL's GRPOTrainer on a random tiny config, QLoRA and 16-bit."""
+    out = tmp_path / "gpu_grpo.json"
+    cmd = [sys.executable, "benchmarks/gpu_grpo.py", "--tiny", "--out", str(out), "--work", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert set(runs) == {"qlora", "bf16"}
+    for run in runs.values():
+        assert len(run["step_seconds"]) == run["steps"] + 1 and run["median_step_s_after_warmup"] > 0
+        assert run["mean_completion_tokens"] > 0 and run["logged"]["completions/mean_length"] > 0
