@@ -903,15 +903,18 @@ def _reap(pidfd: int, call: tuple[int, int]) -> None:
 
 
 def _kill_strays(supervisors: set[int]) -> None:
-    """Orphans that came here (their supervisor was killed before it killed them): kill and reap."""
-    for pid in _children():
-        if pid in supervisors:
-            continue
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except OSError:
-            pass
+    """Orphans that came here (their supervisor was killed before it killed them): kill and reap,
+    until none is left (each one's own children come here as it dies)."""
+    for _ in range(1000):  # bounded: a server that hangs here would stall every call
+        strays = [pid for pid in _children() if pid not in supervisors]
+        if not strays:
+            return
+        for pid in strays:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
 
 
 def main(argv: list[str]) -> None:
