@@ -1,8 +1,17 @@
 """Running model-written Python safely: the tool of tool-integrated reasoning.
 
-Each snippet runs in a fresh `python -I -S` interpreter (the program is `utils/sandbox_child.py`) with a
-minimal environment, in a temporary working directory, and leaves nothing behind. What confines it is
-enforced by the kernel, layer by layer; each layer that a platform refuses (a Docker container refuses
+Each snippet runs in a fresh process, in a temporary working directory, and leaves nothing behind. The
+process is forked from a fork server (`utils/sandbox_server.py`, its loop in `utils/sandbox_child.py`):
+one `python -I -S` interpreter, exec'd with the sandbox's minimal environment (nothing of the caller's
+memory or environment: tokens, credentials), started on first use, restarted when it has died, gone when
+the caller exits. Per call it forks a supervisor that owns nothing of any other call: fresh descriptors
+(the call's pipes only), its own session, directory and environment, and everything below is set up in
+it anew; the server never reads a snippet (the supervisor reads it from its file) nor any output.
+Forking skips an interpreter's start-up: a call costs a third of a bare `subprocess.run` of Python in
+CPU time. The forked processes do share the server's hash seed and memory layout (ASLR), which hide
+nothing of the caller's. Where pidfds are missing (Linux < 5.3), or with `FORK_SERVER = False`, each
+call execs its own supervisor instead, with the same layers. What confines the snippet is enforced by
+the kernel, layer by layer; each layer that a platform refuses (a Docker container refuses
 namespaces; old kernels have no Landlock) has a fallback, and `SandboxResult.isolation` names the
 layers that held for a run:
 
@@ -21,7 +30,9 @@ layers that held for a run:
 * child subreaper (PR_SET_CHILD_SUBREAPER, any Linux since 3.4, no privilege needed): every orphan of
   the snippet's subtree (double forks, setsid) is re-parented to the supervisor, not to init, so no
   process can leave it; when the snippet's process ends or the call times out, the supervisor kills
-  its children until none is left. No PID namespace: the pids a snippet prints are the caller's.
+  its children until none is left. Should the supervisor itself be killed (the grace ran out), its
+  orphans go to the fork server, a subreaper too, which kills them (and, as root, the caller kills
+  every process of the run's uid). No PID namespace: the pids a snippet prints are the caller's.
 * network namespace: no interface but a down loopback. IPC namespace: System V objects die with it.
 * Landlock (Linux 5.13+): writes only beneath the working directory (and the private tmpfs mounts),
   no TCP bind or connect (ABI 4), signals and abstract sockets scoped to the sandbox (ABI 6).
@@ -45,7 +56,10 @@ in a container without namespaces (then):
                                                           uid + removal of its files afterwards
     network                                               network namespace + seccomp (+ Landlock TCP)
     reading the caller's environment                      uid (ptrace access check)
-    a daemon that outlives the call                       subreaper (+ the parent kills the uid's)
+    a daemon that outlives the call                       subreaper (+ the fork server, a subreaper
+                                                          too, and the parent kill the uid's)
+    state left for the next call (globals, modules, fds,  a fresh fork of the server per call; the
+    files, environment)                                   server runs no snippet and keeps no fds
     forking past max_processes                            uid (RLIMIT_NPROC is per uid; root is exempt)
     killing the caller (any import of posix, pidfd)       uid, Landlock signal scope (ABI 6)
     a deep tree, many files                               tmpfs freed by the kernel, inode cap | rm -rf,

@@ -1,9 +1,11 @@
-"""The child side of `utils.sandbox`: `python -I -S -B -c <import this file> key=value...` (as root or not).
+"""The child side of `utils.sandbox`: `python -I -S -B -c <import this file> serve <fd>` (the fork server,
+see `serve`), or `... key=value...` (one supervisor, exec'd: the fallback), as root or not.
 
 Imported from its directory (then removed from sys.path) rather than run as a script, so that its
-cached bytecode is used: compiling 600 lines on every run would cost milliseconds.
+cached bytecode is used: compiling 800 lines on every exec would cost milliseconds.
 
-Two processes; the second runs the snippet once it has confined itself:
+Two processes per run (the first forked by the server, or exec'd); the second runs the snippet once it
+has confined itself:
 
 * the supervisor (the process `run_python` started) unshares new mount, network and IPC namespaces
   where the kernel allows it, makes /tmp, /var/tmp and /run/lock read-only, mounts one size- and
