@@ -487,6 +487,24 @@ def test_fork_server_holds_none_of_the_callers_environment(monkeypatch):
     assert secret.encode() not in environ and b"PATH=" in environ
 
 
+def test_a_forked_caller_gets_a_server_of_its_own():
+    assert run_python("print(1)").ok
+    ours = _server_pid()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a multiprocessing worker started by fork: it must not read the parent's replies
+        try:
+            os.write(w, f"{run_python('print(7)').stdout.strip()} {_server_pid()}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out, theirs = f.read().split()
+    os.waitpid(pid, 0)
+    assert out == "7" and int(theirs) != ours and _gone(int(theirs))  # its server left with it
+    assert run_python("print(8)").stdout == "8\n" and _server_pid() == ours
+
+
 def test_config_and_keywords():
     cfg = SandboxConfig(timeout=2.5, max_output_chars=10)
     assert run_python("print('a' * 50)", cfg).stdout.startswith("a" * 10 + "\n[...")

@@ -4,7 +4,8 @@ Starting an interpreter costs about 12 ms; forking one that has already started 
 `run_python` keeps one exec'd server process, with the sandbox's minimal environment and nothing of
 the caller's memory, and asks it for a fresh supervisor per call. It is started on first use, restarted
 when it has died (killed, or its request failed), and exits when the caller does (EOF on its socket).
-Thread-safe: a lock spans one request and its reply.
+Thread-safe: a lock spans one request and its reply. A process forked from the caller (multiprocessing)
+forgets the caller's server and starts its own: two processes must not share one socket's replies.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import socket
 import subprocess
 import threading
+import weakref
 
 __all__ = ["ForkServer", "ServerError"]
 
@@ -29,6 +31,14 @@ class ForkServer:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
+        _instances.add(self)
+
+    def _forget(self) -> None:
+        """In a forked child: the server is the parent's (its lock may be held by a thread that is not here)."""
+        self._lock = threading.Lock()
+        if self._sock is not None:
+            self._sock.close()  # our copy only: the parent's server keeps its socket
+        self._sock = self._proc = None
 
     @property
     def pid(self) -> int | None:
@@ -100,6 +110,17 @@ class ForkServer:
                 self._proc.kill()
                 self._proc.wait()
             self._proc = None
+
+
+_instances: weakref.WeakSet[ForkServer] = weakref.WeakSet()
+
+
+def _forget_all() -> None:
+    for server in list(_instances):
+        server._forget()
+
+
+os.register_at_fork(after_in_child=_forget_all)
 
 
 def _fd_array(fds: list[int]):
