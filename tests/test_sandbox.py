@@ -6,6 +6,7 @@ import dis
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -475,6 +476,17 @@ def test_fork_server_killed_mid_call_fails_that_call_only():
     assert r.error is not None and r.error.startswith("sandbox failure") and r.duration < 5, r
     assert _none_left(marker)  # the supervisor died with the server; its snippet and child with it
     assert run_python("print(3)").stdout == "3\n"
+
+
+def test_a_stuck_fork_server_fails_the_call_in_time_and_is_replaced():
+    assert run_python("print(1)").ok
+    stuck = _server_pid()
+    os.kill(stuck, signal.SIGSTOP)
+    start = time.monotonic()
+    r = run_python("print(2)", timeout=1)
+    assert r.error.startswith("sandbox failure") and "did not answer" in r.error, r
+    assert time.monotonic() - start < 1 + sandbox.GRACE_SECONDS and _gone(stuck)
+    assert run_python("print(3)").stdout == "3\n" and _server_pid() not in (None, stuck)
 
 
 def test_fork_server_holds_none_of_the_callers_environment(monkeypatch):

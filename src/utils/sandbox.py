@@ -334,7 +334,7 @@ def _fork_and_collect(server: ForkServer, cfg, root: str, work: str, code_path: 
     pairs = [os.pipe() for _ in range(4)]  # stdout, stderr, report, status
     try:
         args = _child_argv(cfg, root, work, code_path, uid, -1, -1)[len(_interpreter()) :]
-        pid, pidfd = server.fork(args, [w for _, w in pairs])
+        pid, pidfd = server.fork(args, [w for _, w in pairs], start + cfg.timeout - time.monotonic())
     except BaseException:
         for r, _ in pairs:
             os.close(r)

@@ -46,16 +46,22 @@ class ForkServer:
         with self._lock:
             return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
-    def fork(self, args: list[str], fds: list[int]) -> tuple[int, int]:
+    def fork(self, args: list[str], fds: list[int], timeout: float) -> tuple[int, int]:
         """Start a supervisor with `args` (key=value strings) and `fds` (stdout, stderr, report, status
-        write ends). Retries once on a fresh server if the running one is dead."""
+        write ends). Retries once on a fresh server if the running one is dead; one that has not
+        answered within `timeout` seconds (stopped, stuck) is killed, and the call fails."""
         payload = "\0".join(args).encode("utf-8", "surrogateescape")
         with self._lock:
             for attempt in (0, 1):
                 if self._proc is None or self._proc.poll() is not None:
                     self._restart()
                 try:
+                    self._sock.settimeout(max(0.05, timeout))
                     return self._request(payload, fds)
+                except TimeoutError:
+                    self._proc.kill()  # a late reply must never reach the next request
+                    self._shutdown()
+                    raise ServerError(f"the sandbox's fork server did not answer within {timeout:.3g} s") from None
                 except (BrokenPipeError, ConnectionError, EOFError):
                     self._shutdown()  # it died between calls (or mid-request): once more, on a new one
                     if attempt:
