@@ -6,7 +6,8 @@ one `python -I -S` interpreter, exec'd with the sandbox's minimal environment (n
 memory or environment: tokens, credentials), started on first use, restarted when it has died, gone when
 the caller exits. Per call it forks a supervisor that owns nothing of any other call: fresh descriptors
 (the call's pipes only), its own session, directory and environment, and everything below is set up in
-it anew; the server never reads a snippet (the supervisor reads it from its file) nor any output.
+it anew; the server never reads a snippet (the supervisor reads it from its file) nor any output,
+and it is not dumpable (no process of its uid can ptrace it or write its memory for later forks).
 Forking skips an interpreter's start-up: a call costs a third of a bare `subprocess.run` of Python in
 CPU time. The forked processes do share the server's hash seed and memory layout (ASLR), which hide
 nothing of the caller's. Where pidfds are missing (Linux < 5.3), or with `FORK_SERVER = False`, each

@@ -33,7 +33,7 @@ import sys
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET = 0x20000, 0x08000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 1, 38, 22, 2
-PR_SET_CHILD_SUBREAPER = 36
+PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE = 36, 4
 PR_SET_KEEPCAPS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_DAC_READ_SEARCH = 8, 47, 2, 2
 SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
 # No PID namespace: the pids a snippet prints stay the caller's (tests check them); the subreaper
@@ -750,6 +750,9 @@ def serve(control: int) -> None:
 
     _warm()
     _check(_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "subreaper")
+    # Not dumpable: a process of the same uid (a snippet, when the caller is not root) can neither
+    # ptrace it nor open its /proc/<pid>/mem, so no snippet can plant anything in the next call's fork.
+    _check(_libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, control)
     poller = select.poll()
     poller.register(control, select.POLLIN)
@@ -860,6 +863,7 @@ def _enter_call(args: dict, fds: list[int], server: int) -> None:
     _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != server:
         os._exit(1)
+    _libc().prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # as an exec'd supervisor is (the fork inherits the server's 0)
     os.setsid()
     out, err, report, status = fds
     os.dup2(out, 1)
