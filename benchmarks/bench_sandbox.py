@@ -114,7 +114,12 @@ def bench_sandbox(bench: SandboxBench | None = None) -> dict:
         row("executions per second", rates["sandbox"], rates["bare_subprocess"], "runs/s"),
         row("milliseconds per execution", ms["sandbox"], ms["bare_subprocess"], "ms"),
         row("CPU milliseconds per execution", cpu_ms["sandbox"], cpu_ms["bare_subprocess"], "ms"),
-        row("executions per second, fallback (exec per run)", rates["sandbox_exec"], rates["bare_subprocess"], "runs/s"),
+        row(
+            "executions per second, fallback (exec per run)",
+            rates["sandbox_exec"],
+            rates["bare_subprocess"],
+            "runs/s",
+        ),
     ]
     overhead_ms = ms["sandbox"] - ms["bare_subprocess"]
     from utils.sandbox import run_python

@@ -343,7 +343,7 @@ def _fork_and_collect(server: ForkServer, cfg, root: str, work: str, code_path: 
     finally:
         for _, w in pairs:
             os.close(w)
-    pipes = [(r, cap) for (r, _), cap in zip(pairs, (out, err, report, status))]
+    pipes = [(r, cap) for (r, _), cap in zip(pairs, (out, err, report, status), strict=True)]
     stop = None
     try:
         stop = _collect(pid, pipes, start + cfg.timeout, pidfd=pidfd)

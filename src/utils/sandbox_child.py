@@ -863,7 +863,7 @@ def _enter_call(args: dict, fds: list[int], server: int) -> None:
     _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != server:
         os._exit(1)
-    _libc().prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # as an exec'd supervisor is (the fork inherits the server's 0)
+    _libc().prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # as an exec'd supervisor is (the server is not)
     os.setsid()
     out, err, report, status = fds
     os.dup2(out, 1)
@@ -889,7 +889,7 @@ def _fresh_stdio() -> None:
     _SERVER_STDIO.append((sys.stdin, sys.stdout, sys.stderr))
     for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
         old = getattr(sys, name)
-        raw = io.open(fd, "rb" if fd == 0 else "wb", closefd=False)
+        raw = open(fd, "rb" if fd == 0 else "wb", closefd=False)
         new = io.TextIOWrapper(raw, encoding=old.encoding, errors=old.errors, write_through=fd == 2)
         setattr(sys, name, new)
         setattr(sys, f"__{name}__", new)

@@ -61,7 +61,9 @@ class ForkServer:
                 except TimeoutError:
                     self._proc.kill()  # a late reply must never reach the next request
                     self._shutdown()
-                    raise ServerError(f"the sandbox's fork server did not answer within {timeout:.3g} s") from None
+                    raise ServerError(
+                        f"the sandbox's fork server did not answer within {timeout:.3g} s"
+                    ) from None
                 except (BrokenPipeError, ConnectionError, EOFError):
                     self._shutdown()  # it died between calls (or mid-request): once more, on a new one
                     if attempt:
