@@ -352,6 +352,10 @@ def _fork_and_collect(server: ForkServer, cfg, root: str, work: str, code_path: 
         if b"rc=" not in status.buf:  # it died before its status: the server's exit= line says how
             _until_eof(pipes[3], start + cfg.timeout + GRACE_SECONDS - _RETURN_MARGIN)
     finally:
+        try:  # normally a no-op (it has exited); after an error here, no supervisor runs on
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         _drain(pipes)
         if os.geteuid() == 0 and b"rc=" not in status.buf:  # the supervisor died before its clean-up
             _kill_uid(uid)
