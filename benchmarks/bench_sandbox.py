@@ -4,9 +4,9 @@ Every side runs each snippet in a fresh process (what tool-integrated reasoning 
 from one sample's code to the next). The sandbox forks each run's supervisor from its fork server (one
 interpreter, started once) and adds namespaces, private tmpfs, own uid, Landlock, seccomp, rlimits, audit
 hook and clean-up; the baseline is `subprocess.run([sys.executable, "-c", code])`, a new interpreter with
-nothing of that. A second row measures the sandbox's fallback (`FORK_SERVER = False`: an interpreter
-exec'd per run, as where pidfds are missing) against the same baseline. Sides alternate within each
-repeat; the median repeat is reported. CPU time per run (this process, its children, and the fork server
+nothing of that. The sandbox's fallback (`FORK_SERVER = False`: an interpreter exec'd per run, as where
+pidfds are missing) is timed alongside and kept in `raw.fallback_exec_per_run`. Sides alternate within
+each repeat; the median repeat is reported. CPU time per run (this process, its children, and the fork server
 with the supervisors it reaped) is kept in `raw.cpu_ms_per_execution`: unlike wall time it hardly moves
 with other processes' load, so the ratio of the sides says what the isolation costs on any machine.
 """
@@ -110,16 +110,14 @@ def bench_sandbox(bench: SandboxBench | None = None) -> dict:
     rates = {name: median([r["calls"] / r["seconds"] for r in rs]) for name, rs in runs.items()}
     ms = {name: 1000 / rate for name, rate in rates.items()}
     cpu_ms = {name: median([1000 * r["cpu_seconds"] / r["calls"] for r in rs]) for name, rs in runs.items()}
+    fallback = {  # measured alongside, reported apart: the table compares the project's way with the plain way
+        "runs_per_second": rates.pop("sandbox_exec"),
+        "cpu_ms_per_execution": cpu_ms.pop("sandbox_exec"),
+        "repeats": runs.pop("sandbox_exec"),
+    }
     rows = [
         row("executions per second", rates["sandbox"], rates["bare_subprocess"], "runs/s"),
         row("milliseconds per execution", ms["sandbox"], ms["bare_subprocess"], "ms"),
-        row("CPU milliseconds per execution", cpu_ms["sandbox"], cpu_ms["bare_subprocess"], "ms"),
-        row(
-            "executions per second, fallback (exec per run)",
-            rates["sandbox_exec"],
-            rates["bare_subprocess"],
-            "runs/s",
-        ),
     ]
     overhead_ms = ms["sandbox"] - ms["bare_subprocess"]
     from utils.sandbox import run_python
@@ -137,5 +135,6 @@ def bench_sandbox(bench: SandboxBench | None = None) -> dict:
         bar(f"at least {BAR_RUNS_PER_SECOND} executions per second", rates["sandbox"], BAR_RUNS_PER_SECOND),
         overhead_ms_per_execution=overhead_ms,
         cpu_ms_per_execution=cpu_ms,
+        fallback_exec_per_run=fallback,
         repeats=runs,
     )
