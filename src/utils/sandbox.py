@@ -373,7 +373,7 @@ def _stop_forked(pidfd: int, until: float, uid: int) -> None:
         signal.pidfd_send_signal(pidfd, signal.SIGUSR1)
     except ProcessLookupError:
         return
-    if not select.select([pidfd], [], [], max(0.0, until - time.monotonic()))[0]:
+    if not _readable(pidfd, until):
         try:
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         except ProcessLookupError:
@@ -384,12 +384,20 @@ def _stop_forked(pidfd: int, until: float, uid: int) -> None:
 
 def _until_eof(pipe, until: float) -> None:
     fd, cap = pipe
-    while (left := until - time.monotonic()) > 0 and select.select([fd], [], [], left)[0]:
+    while _readable(fd, until):
         chunk = _read(fd)
         if chunk == b"":
             return
         if chunk:
             cap.add(chunk)
+
+
+def _readable(fd: int, until: float) -> bool:
+    """Wait until `fd` is readable or the deadline passes (poll: any fd number, unlike select)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    left = until - time.monotonic()
+    return left > 0 and bool(poller.poll(left * 1000))
 
 
 def _child_argv(
