@@ -444,6 +444,12 @@ def test_consecutive_calls_share_nothing_through_the_fork_server():
         assert run_python(LOOK).stdout == fresh.stdout
 
 
+def test_fork_server_maps_no_writable_shared_memory():
+    assert run_python("print(1)").ok  # every fork would share such a mapping: a channel between calls
+    maps = Path(f"/proc/{_server_pid()}/maps").read_text().splitlines()
+    assert maps and not [m for m in maps if m.split()[1].startswith("rw") and m.split()[1][3] == "s"]
+
+
 def test_fork_server_and_exec_give_the_same_layers_and_refusals():
     code = "import os\nprint(os.getuid() != 0, os.getppid() != os.getpgid(0))\nopen('/etc/passwd', 'a')"
     served = run_python(code)
