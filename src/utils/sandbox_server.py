@@ -20,7 +20,7 @@ __all__ = ["ForkServer", "ServerError"]
 
 
 class ServerError(OSError):
-    """The server refused a request or could not be reached (the caller falls back or reports it)."""
+    """The server refused a request or could not be reached (the call reports a sandbox failure)."""
 
 
 class ForkServer:
