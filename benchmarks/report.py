@@ -54,7 +54,7 @@ def load_results(results_dir: Path = RESULTS_DIR) -> dict[str, dict]:
     """The stored results by benchmark name (the GPU scripts' files are read separately: their own layouts)."""
     found = {}
     for path in sorted(results_dir.glob("*.json")):
-        if path.stem in ("gpu_7b", "gpu_series"):
+        if path.stem in ("gpu_7b", "gpu_series", "gpu_grpo"):
             continue
         try:
             data = json.loads(path.read_text())
