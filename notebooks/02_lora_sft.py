@@ -83,7 +83,7 @@ from utils.evaluation import evaluate, held_out
 from utils.generation import GenerationConfig
 from utils.io import write_metrics
 from utils.modeling import cpu_4bit_fallback, resolve_model
-from utils.training import TrainingMeter, finish_run, resume_point, sft_datasets, training_rows
+from utils.training import finish_run, resume_point, sft_datasets, training_meter, training_rows
 
 run = notebooks.start("02_lora_sft", OUTPUT_DIR, DATA_DIR, SEED)
 model_path = resolve_model(MODEL)  # "tiny": the embedded model's cached folder; a Kaggle Model: its local path
@@ -241,7 +241,7 @@ trainer.remove_callback(PrinterCallback)  # logs go to trainer.state.log_history
 # package's plumbing; the training itself is the trainer's.
 
 # %%
-trainer.add_callback(meter := TrainingMeter())  # wall time and peak memory of trainer.train()
+trainer.add_callback(meter := training_meter())  # wall time and peak memory of trainer.train()
 resume = resume_point(trainer, train_rows)  # this run's newest intact checkpoint, or None
 
 # %% tags=["library"]

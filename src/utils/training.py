@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
 
 from utils.checkpoints import STATE_FILE, checkpoint_folders, last_valid_checkpoint
 from utils.io import atomic_write_json, fingerprint
@@ -191,25 +190,31 @@ def resume_point(trainer, train_rows: list[dict]) -> str | None:
 # ---------------------------------------------------------------- measuring and saving
 
 
-class TrainingMeter(TrainerCallback):
-    """Wall time and peak memory of `trainer.train()` (`utils.profiling.measure`), as a trainer callback so
-    that the training cell stays the library's call alone: `trainer.add_callback(meter := TrainingMeter())`."""
+def training_meter():
+    """A trainer callback measuring the wall time and peak memory of `trainer.train()` into its `.result`
+    (`utils.profiling.measure`), so that the training cell stays the library's call alone:
+    `trainer.add_callback(meter := training_meter())`. Built here, not at import, so that importing this
+    module does not import transformers (a notebook silences its warnings first)."""
+    from transformers import TrainerCallback
 
-    def __init__(self):
-        self.result = Measurement()
-        self._measure = None
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self._measure = measure(next(model.parameters()).device)
-        self.result = self._measure.__enter__()
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self._measure is not None:
-            self._measure.__exit__(None, None, None)
+    class TrainingMeter(TrainerCallback):
+        def __init__(self):
+            self.result = Measurement()
             self._measure = None
 
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self._measure = measure(next(model.parameters()).device)
+            self.result = self._measure.__enter__()
 
-def finish_run(trainer, meter: TrainingMeter, resumed_from: str | None = None) -> TrainResult:
+        def on_train_end(self, args, state, control, **kwargs):
+            if self._measure is not None:
+                self._measure.__exit__(None, None, None)
+                self._measure = None
+
+    return TrainingMeter()
+
+
+def finish_run(trainer, meter, resumed_from: str | None = None) -> TrainResult:
     """Save the trained weights (the adapter alone for a peft model) and the tokenizer to
     `<output_dir>/final`, write the summary to `<output_dir>/training.json` (atomically) and return it, with
     `.model` the trained model in eval mode (not serialized)."""
@@ -279,7 +284,7 @@ def train_sft(
         callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)  # logs go to log_history (and the loss plot), not to stdout
-    trainer.add_callback(meter := TrainingMeter())
+    trainer.add_callback(meter := training_meter())
     resume = resume_point(trainer, train_rows)
     trainer.train(resume_from_checkpoint=resume)
     return finish_run(trainer, meter, resume)
