@@ -112,8 +112,6 @@ def test_the_library_cells_hold_the_calls_the_chapter_teaches():
     assert set(CALLS) <= found, f"missing: {sorted(set(CALLS) - found)}"
     for code in library:  # the libraries alone: no project code in them
         assert "utils" not in code, code
-    source = "\n".join(cells("02_lora_sft.py"))
-    assert "LoraSettings" not in source and "TrainingConfig" not in source
 
 
 def _rows(tokenizer, n: int = 12) -> list[dict]:
