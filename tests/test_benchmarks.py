@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from utils.training import TrainingConfig
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the benchmarks package lives at the repository root
 
@@ -76,7 +74,7 @@ TINY_TRAINING = dict(problems=200, warmup=1, steps_per_repeat=1, repeats=2, roun
 def test_training_bench_compares_packed_with_padded_on_real_tokens(random_model):
     result = bench_training(TrainingBench(model=random_model, **TINY_TRAINING), isolate=False)
     check_result(result, "training", 5)
-    strategy = TrainingConfig().packing_strategy  # the project's
+    strategy = bench_training_module.project_strategy()  # the project's
     assert result["settings"]["sides"] == ["padded", f"packed-{strategy}"]
     packed, padded = result["raw"]["sides"][f"packed-{strategy}"], result["raw"]["sides"]["padded"]
     assert (packed["packing"], padded["packing"], packed["packing_strategy"]) == (True, False, strategy)
@@ -120,7 +118,7 @@ def test_training_sides_are_padded_or_a_trl_packing_strategy():
     assert side_packing("padded") == (False, None) and side_packing("packed-wrapped") == (True, "wrapped")
     with pytest.raises(ValueError, match="packed-<bfd"):
         side_packing("packed-zigzag")
-    project = f"packed-{TrainingConfig().packing_strategy}"
+    project = f"packed-{bench_training_module.project_strategy()}"
     names = side_names(TrainingBench(strategies=("wrapped", "bfd")))
     assert names[:2] == ["padded", project] and sorted(names[1:]) == ["packed-bfd", "packed-wrapped"]
 
