@@ -89,8 +89,8 @@ sync: $(STAMP)
 	$(PY) -m jupytext --sync notebooks/[0-9]*.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks notebooks/*.py
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks tools notebooks/*.py
+	$(PY) -m ruff format --check src tests benchmarks tools
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
@@ -99,17 +99,17 @@ clean:
 	rm -rf outputs cache dist data/prepared .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-# Kaggle packaging (docs/KAGGLE.md): datasets for the package, the wheels and the data, one kernel folder per
-# notebook, in dist/kaggle. The wheels come from PyPI (KAGGLE_ARGS=--no-wheels to skip); KAGGLE_USER names the owner.
+# Kaggle packaging (docs/KAGGLE.md) by tools/kaggle.py, which stays here: datasets for the package, the wheels
+# and the data, one kernel folder per notebook, in dist/kaggle. The wheels come from PyPI (KAGGLE_ARGS=--no-wheels to skip); KAGGLE_USER names the owner.
 KAGGLE_USER ?=
 KAGGLE_ARGS ?=
 kaggle: $(STAMP)
-	PYTHONPATH=src $(PY) -m utils.kaggle build --out dist/kaggle $(if $(KAGGLE_USER),--user $(KAGGLE_USER)) \
+	PYTHONPATH=src $(PY) -m tools.kaggle build --out dist/kaggle $(if $(KAGGLE_USER),--user $(KAGGLE_USER)) \
 	  $(if $(wildcard $(DATA_DIR)),--data-dir $(DATA_DIR)) $(if $(RECIPE),--recipe $(RECIPE)) $(KAGGLE_ARGS)
 
 # Uploads dist/kaggle with the kaggle CLI (needs its credentials); `make kaggle-push KAGGLE_ARGS=--dry-run` prints the commands.
 kaggle-push: $(STAMP)
-	PYTHONPATH=src $(PY) -m utils.kaggle push --dist dist/kaggle $(KAGGLE_ARGS)
+	PYTHONPATH=src $(PY) -m tools.kaggle push --dist dist/kaggle $(KAGGLE_ARGS)
 
 # Downloads the public data sets through `datasets` into DATA_DIR, in the layout of MANIFEST.md (needs a hub).
 data: $(STAMP)

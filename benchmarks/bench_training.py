@@ -1,10 +1,10 @@
 """Training: LoRA fine-tuning on packed rows (the project's GPU recipe) against plain padded batches.
 
-Every side is `utils.training.train_sft` with `TrainingConfig()` defaults and `LoraSettings()` (notebook 02's
-recipe: batch 16, max_length 256, loss on answers only), on the same model and the same embedded examples;
-only the packing differs: `padded` (packing off), `packed-<strategy>` for TRL's packing strategies. The
-project's side packs with `TrainingConfig().packing_strategy` (`TrainingConfig(packing="auto")` packs on a
-GPU only). Each run trains in a fresh process, so that its peak memory is its own (a second run in the same
+Every side is `utils.training.train_sft` with one `SFTConfig` (batch 16, max_length 256, loss on answers
+only) and one `LoraConfig` (r=16, alpha=32, dropout 0.05, all-linear), on the same model and the same embedded
+examples; only the packing differs: `padded` (packing off), `packed-<strategy>` for TRL's packing strategies.
+The project's side packs with notebook 02's strategy, TRL's default `"bfd"` (notebook 02 packs on a GPU
+only). Each run trains in a fresh process, so that its peak memory is its own (a second run in the same
 process would reuse the first one's freed heap). Throughput counts real (non-padding) tokens: the first
 `warmup` steps of a run are dropped, the following steps are cut into `repeats` blocks of `steps_per_repeat`,
 and the median block's tokens per second is reported. The sides run `rounds` times, in reversed order every
@@ -32,6 +32,8 @@ from benchmarks.common import bar, make_result, median, row, rss_mb, timed_repea
 
 BASELINE = "padded"
 STRATEGIES = ("bfd", "bfd_split", "wrapped")  # TRL's packing strategies
+BATCH_SIZE, MAX_LENGTH = 16, 256
+LORA = "r=16, alpha=32, dropout 0.05, all-linear"
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,10 @@ class TrainingBench:
 
 
 def project_strategy() -> str:
-    from utils.training import TrainingConfig
+    """The packing strategy notebook 02's `SFTConfig` names: TRL's default, best-fit decreasing."""
+    from trl import SFTConfig
 
-    return TrainingConfig().packing_strategy
+    return SFTConfig.__dataclass_fields__["packing_strategy"].default
 
 
 def side_names(bench: TrainingBench) -> list[str]:
@@ -161,28 +164,44 @@ def _step_token_range(marks: list[tuple[float, int]], warmup: int) -> list[int]:
 
 def train_side(side: str, bench: TrainingBench) -> dict:
     """Train one side in this process; returns its throughput, memory and batch shape figures."""
+    from peft import LoraConfig
+    from trl import SFTConfig
+
     from utils.modeling import load_model, quiet_libraries
-    from utils.training import LoraSettings, TrainingConfig, train_sft
+    from utils.training import hardware_precision, train_sft
 
     packing, strategy = side_packing(side)
     quiet_libraries()
     model, tokenizer = load_model(bench.model)
     rows = embedded_rows(tokenizer, bench.problems, bench.seed)
-    # No checkpoint inside the timed steps: saving is the same on every side and is not throughput.
-    config = TrainingConfig(
-        max_steps=bench.max_steps,
-        packing=packing,
-        save_steps=bench.max_steps + 1,
-        eval_steps=bench.max_steps + 1,
-        seed=bench.seed,
-    )
-    if strategy:
-        config.packing_strategy = strategy
     clock = step_clock()
     before = rss_mb()
     with tempfile.TemporaryDirectory(prefix=f"bench-train-{side}-") as out:
-        lora = LoraSettings().peft_config()
-        result = train_sft(model, tokenizer, rows, None, config, out, peft_config=lora, callbacks=(clock,))
+        config = SFTConfig(
+            output_dir=out,
+            max_steps=bench.max_steps,
+            per_device_train_batch_size=BATCH_SIZE,
+            learning_rate=2e-3,
+            warmup_steps=20,
+            lr_scheduler_type="cosine",
+            max_length=MAX_LENGTH,
+            packing=packing,
+            packing_strategy=strategy or project_strategy(),
+            completion_only_loss=True,
+            activation_checkpointing=sum(p.numel() for p in model.parameters()) > 1e9,
+            save_steps=bench.max_steps + 1,  # no checkpoint inside the timed steps: saving is not throughput
+            seed=bench.seed,
+            data_seed=bench.seed,
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            include_num_input_tokens_seen="non_padding",
+            **hardware_precision(model),
+        )
+        lora = LoraConfig(
+            r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+        )
+        result = train_sft(model, tokenizer, rows, None, config, peft_config=lora, callbacks=(clock,))
     blocks = block_figures(clock.marks, bench)
     timed_steps = bench.steps_per_repeat * bench.repeats
     return {
@@ -190,13 +209,15 @@ def train_side(side: str, bench: TrainingBench) -> dict:
         "packing": packing,
         "packing_strategy": strategy,
         "examples": len(rows),
-        "batch_size": config.batch_size,
+        "batch_size": config.per_device_train_batch_size,
         "max_length": config.max_length,
         "tokens_per_second": median([b["tokens_per_second"] for b in blocks]),
         "seconds_per_step": median([b["seconds"] for b in blocks]) / bench.steps_per_repeat,
         "real_tokens_per_step": sum(b["tokens"] for b in blocks) / timed_steps,
         "timed_steps_per_block": bench.steps_per_repeat,
-        "padding": padding_estimate(tokenizer, rows, config.batch_size, config.max_length, bench.seed),
+        "padding": padding_estimate(
+            tokenizer, rows, config.per_device_train_batch_size, config.max_length, bench.seed
+        ),
         # A short last batch (the data ran out) would show here as a low minimum.
         "real_tokens_per_step_min_max": _step_token_range(clock.marks, bench.warmup),
         "blocks": blocks,
@@ -281,7 +302,7 @@ def bench_training(bench: TrainingBench | None = None, isolate: bool = True) -> 
         "batch_size": proj["batch_size"],
         "max_length": proj["max_length"],
         "isolated_processes": isolate,
-        "lora": "LoraSettings() defaults: r=16, alpha=32, dropout 0.05, all-linear",
+        "lora": LORA,
     }
     return make_result(
         "training",
@@ -299,10 +320,8 @@ def bench_training(bench: TrainingBench | None = None, isolate: bool = True) -> 
 
 def _real_padding(bench: TrainingBench) -> dict:
     from utils.modeling import load_tokenizer, resolve_model
-    from utils.training import TrainingConfig
 
-    config = TrainingConfig()
-    return real_data_padding(load_tokenizer(resolve_model(bench.model)), config.batch_size, 4096, bench.seed)
+    return real_data_padding(load_tokenizer(resolve_model(bench.model)), BATCH_SIZE, 4096, bench.seed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
-"""The GPU check: notebooks 02 (QLoRA), 04 and 05 run on CUDA, with no network, and their time and memory recorded.
+"""The GPU check: notebooks 02 (QLoRA), 04, 05 and 06 run on CUDA, with no network, and their time and memory recorded.
 
 Three runs of the notebooks' own cells (read from their jupytext sources and executed in this process, so that
 CUDA's peak memory is measured per notebook, and no Jupyter stack is needed on the machine):
-1. `embedded`: the embedded tiny model with the notebooks' defaults, 02 in QLoRA (4-bit);
+1. `embedded`: the embedded tiny model with the notebooks' defaults, 02 and 06 in QLoRA (4-bit);
 2. `7b-t4-recipe`: a random-weight checkpoint with DeepSeek-Math-7B's exact config, at the 2xT4 recipe's values
    with the steps, problems and tokens cut short;
 3. `7b-t4-recipe-fp16`: the same with `AIMO_NO_BF16=1`, the fp16 path a T4 takes.
@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 LENGTHS_FILE = REPO / "benchmarks" / "data" / "real_lengths.json"
-NOTEBOOKS = ("01_data_prep", "02_lora_sft", "04_quantized_inference", "05_submission")
+NOTEBOOKS = ("01_data_prep", "02_lora_sft", "04_quantized_inference", "05_submission", "06_grpo")
 SHORT = {  # every run cut to minutes: what is checked is the path, not the result
     "02_lora_sft": {
         "MAX_STEPS": 2,
@@ -44,6 +44,19 @@ SHORT = {  # every run cut to minutes: what is checked is the path, not the resu
     },
     "04_quantized_inference": {"EVAL_LIMIT": 2, "MAX_NEW_TOKENS": 16},
     "05_submission": {"EVAL_LIMIT": 2, "SAMPLES": 2, "WAVE_SIZE": 2, "MAX_NEW_TOKENS": 16, "TIME_BUDGET": 60},
+    "06_grpo": {
+        "EVAL_LIMIT": 2,
+        "PROBE_PROBLEMS": 8,
+        "GRPO_PROBLEMS": 8,
+        "NUM_GENERATIONS": 2,
+        "PROMPTS_PER_STEP": 1,
+        "GRAD_ACCUM": 1,
+        "MAX_STEPS": 1,
+        "SAVE_STEPS": 1,
+        "MAX_COMPLETION_LENGTH": 16,
+        "MAX_NEW_TOKENS": 16,
+        "VOTE_SAMPLES": 2,
+    },
 }
 
 
@@ -119,7 +132,7 @@ def runs(model_7b: str, output_root: Path, tiny: bool) -> dict[str, tuple[dict, 
 
     recipe = load_recipe("deepseek-math-7b-2xt4")
     embedded = {"01_data_prep": {"DATA_DIR": ""}, "02_lora_sft": {"QUANTIZATION": "4bit"}}
-    embedded |= {"04_quantized_inference": {}, "05_submission": {}}
+    embedded |= {"04_quantized_inference": {}, "05_submission": {}, "06_grpo": {"QUANTIZATION": "4bit"}}
     if tiny:
         embedded = {nb: p | SHORT.get(nb, {}) for nb, p in embedded.items()}
     t4 = {nb: recipe.params.get(nb, {}) | SHORT[nb] for nb in SHORT}
@@ -191,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmarks.gpu_7b import environment
+    from utils.io import atomic_write_json
 
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     work = args.work / "aimo_gpu_check"
@@ -207,15 +221,17 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copytree(
                 work / "outputs" / "embedded" / "01_data_prep", work / "outputs" / name / "01_data_prep"
             )
-        result["runs"][name] = {
-            nb: run_notebook(nb, p, sync) for nb, p in notebooks.items() if nb in NOTEBOOKS
-        }
+        result["runs"][name] = {}
+        for nb, p in notebooks.items():  # written after each notebook: a run cut short keeps what finished
+            if nb in NOTEBOOKS:
+                result["runs"][name][nb] = run_notebook(nb, p, sync)
+                print(name, nb, json.dumps(result["runs"][name][nb]), flush=True)
+                atomic_write_json(args.out, result)
         for key in env:
             os.environ.pop(key)
         print(name, json.dumps(result["runs"][name]), flush=True)
     result["packing"] = packing(args.tiny)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     errors = {
         f"{r}/{nb}": v["error"] for r, nbs in result["runs"].items() for nb, v in nbs.items() if v["error"]
     }

@@ -32,13 +32,14 @@ project / baseline. The CPU figures come from a shared 2-core machine: read the 
 """
 
 NOTES = {
-    "training": "Every side is `train_sft` with `TrainingConfig()` defaults (batch 16 rows, max_length 256, "
-    "loss on answers only) and `LoraSettings()`; only the packing differs. `packed-bfd` packs examples "
-    "best-fit into padding-free rows whose positions restart per example; `packed-wrapped` concatenates "
-    "examples and cuts rows of max_length (attention runs across examples). The project packs with "
-    '`TrainingConfig().packing_strategy`, and `packing="auto"` packs on a GPU only. Each run is a fresh '
-    "process, so its peak memory (resident set on a CPU) is its own. Tokens are real (non-padding) tokens. "
-    "A packed batch holds more tokens than a padded one of the same row count, hence its higher memory.",
+    "training": "Every side is `train_sft` with one `SFTConfig` (batch 16 rows, max_length 256, loss on "
+    "answers only) and one `LoraConfig` (r=16, alpha=32, dropout 0.05, all-linear); only the packing differs. "
+    "`packed-bfd` packs examples best-fit into padding-free rows whose positions restart per example; "
+    "`packed-wrapped` concatenates examples and cuts rows of max_length (attention runs across examples). "
+    "The project packs with notebook 02's `packing_strategy` (TRL's default, `bfd`), on a GPU only. "
+    "Each run is a fresh process, so its peak memory (resident set on a CPU) is its own. Tokens are real "
+    "(non-padding) tokens. A packed batch holds more tokens than a padded one of the same row count, hence "
+    "its higher memory.",
     "generation": "`sample_reasoning` with `n_samples=8` in one call (the solver's wave), against 8 calls "
     "with `n_samples=1`. Both use the same prompts, the same temperature and top_p, and the same "
     "max_new_tokens. A batched call lasts as long as its longest sample.",
@@ -59,7 +60,7 @@ def load_results(results_dir: Path = RESULTS_DIR) -> dict[str, dict]:
     """The stored results by benchmark name (the GPU scripts' files are read separately: their own layouts)."""
     found = {}
     for path in sorted(results_dir.glob("*.json")):
-        if path.stem in ("gpu_7b", "gpu_series"):
+        if path.stem in ("gpu_7b", "gpu_series", "gpu_grpo"):
             continue
         try:
             data = json.loads(path.read_text())

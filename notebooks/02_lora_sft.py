@@ -41,7 +41,7 @@
 # is trained in: step-by-step reasoning for *mental* problems, tool-integrated reasoning for *compute*
 # problems (the model writes Python, which runs in the sandbox, and reads back its output).
 #
-# **Kaggle's 2x T4**: `load_model` spreads the layers over both cards (`device_map="auto"`), so a model
+# **Kaggle's 2x T4**: `device_map="auto"` spreads the model's layers over both cards, so a model
 # too large for one card still trains; for data parallelism instead, run this notebook's code as a script
 # with `accelerate launch --num_processes 2`. QLoRA on DeepSeek-Math-7B fits one T4.
 
@@ -82,10 +82,12 @@ from utils import notebooks, plots
 from utils.evaluation import evaluate, held_out
 from utils.generation import GenerationConfig
 from utils.io import write_metrics
-from utils.modeling import load_model
-from utils.training import LoraSettings, TrainingConfig, train_sft, training_rows
+from utils.modeling import cpu_4bit_fallback, resolve_model
+from utils.training import finish_run, resume_point, sft_datasets, training_meter, training_rows
 
 run = notebooks.start("02_lora_sft", OUTPUT_DIR, DATA_DIR, SEED)
+model_path = resolve_model(MODEL)  # "tiny": the embedded model's cached folder; a Kaggle Model: its local path
+adapter_dir = run.output_dir / "adapter"  # checkpoints, the final adapter and training.json
 
 # %% [markdown]
 # ## The memory plan
@@ -99,14 +101,51 @@ from utils.memory import print_plans
 plans = print_plans("02_lora_sft", globals(), MODEL, GPU)  # globals(): the parameters cell's values
 
 # %% [markdown]
-# ## The data notebook 01 wrote, and the model
+# ## The model
+# `from_pretrained` in the dtype the hardware computes in: bf16 on a recent GPU, fp16 on a T4 (it has no
+# bf16), fp32 on a CPU. For QLoRA (`QUANTIZATION = "4bit"`) a `BitsAndBytesConfig` stores the frozen
+# weights in 4-bit NF4 (a data type whose 16 levels are the quantiles of a normal distribution, as trained
+# weights roughly are), with the per-block scales themselves quantized (*double quantization*, about 0.4
+# bits a weight saved); each matrix product dequantizes a block at a time and computes in that dtype.
+
+# %% tags=["library"]
+import os
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+if torch.cuda.is_available():  # AIMO_NO_BF16=1 takes a T4's fp16 path on a newer card
+    bf16 = torch.cuda.is_bf16_supported() and not os.environ.get("AIMO_NO_BF16")
+    dtype = torch.bfloat16 if bf16 else torch.float16
+else:
+    dtype = torch.float32
+quantization_config = None
+if QUANTIZATION == "4bit":  # QLoRA
+    quantization_config = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+elif QUANTIZATION == "8bit":  # LLM.int8
+    quantization_config = BitsAndBytesConfig(load_in_8bit=True)
+model = AutoModelForCausalLM.from_pretrained(
+    model_path, dtype=dtype, quantization_config=quantization_config, attn_implementation="sdpa",
+    device_map="auto" if torch.cuda.is_available() else None)  # "auto": spread over Kaggle's two T4s
+tokenizer = AutoTokenizer.from_pretrained(model_path)
+if tokenizer.pad_token is None:  # DeepSeek-Math has none: batches pad with EOS (masked out of the loss)
+    tokenizer.pad_token = tokenizer.eos_token
+
+# %% [markdown]
+# ## The data notebook 01 wrote
+# Training rows are prompt/completion pairs rendered with the model's chat template: `SFTTrainer` masks the
+# prompt out of the loss when the data comes in that form.
 
 # %%
-model, tokenizer = load_model(MODEL, QUANTIZATION)
+if quantization_config is not None and model.device.type == "cpu":
+    cpu_4bit_fallback(model)  # bitsandbytes' repacked CPU 4-bit kernels fail on the tiny model's layer widths
 train_rows, val_rows = training_rows(run.root_output_dir, TRAIN_SOURCES, tokenizer)
+train_dataset, eval_dataset = sft_datasets(train_rows, val_rows)
 eval_problems = held_out(run.root_output_dir, EVAL_SOURCE, EVAL_LIMIT)
 print(f"{len(train_rows)} training and {len(val_rows)} validation examples; {len(eval_problems)} held-out problems")
 print(f"model: {model.config.model_type}, {model.num_parameters():,} parameters, {model.dtype}, quantization: {QUANTIZATION}")
+train_dataset[0]
 
 # %% [markdown]
 # ## Before: the base model on held-out problems
@@ -119,19 +158,97 @@ before = evaluate(model, tokenizer, eval_problems, "auto", generation)
 print(f"base accuracy: {before.accuracy:.3f}", before.by_kind)
 
 # %% [markdown]
+# ## The LoRA adapter
+# `LoraConfig` names the rank $r$, the scale $\alpha$ (the update is multiplied by $\alpha/r$), dropout on
+# the adapter's input, and the layers to adapt: `"all-linear"` puts an adapter beside every linear layer
+# but the output head (the QLoRA paper found adapters everywhere beat attention-only). `get_peft_model`
+# freezes the base and inserts the adapters; $A$ starts random, so the seed is set first. On a quantized
+# base, `prepare_model_for_kbit_training` first casts the layers that stay in 16 bits (norms, embeddings) to
+# fp32 for stable training and lets gradients flow back from them, turning on gradient checkpointing with them
+# when asked. Gradient checkpointing (recompute activations in the backward pass instead of storing them:
+# about 30% more compute for far less memory) pays on models over 1B parameters; a tiny one gains nothing.
+
+# %% tags=["library"]
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers import set_seed
+
+checkpointing = model.num_parameters() > 1_000_000_000
+if quantization_config is not None:
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+lora_config = LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT,
+                         target_modules=TARGET_MODULES, task_type="CAUSAL_LM")
+set_seed(SEED)  # A's random start
+model = get_peft_model(model, lora_config)
+model.print_trainable_parameters()
+
+# %% [markdown]
+# ## The training recipe
+# `SFTConfig` is the recipe, every knob written out: warm-up then cosine decay, gradient accumulation, loss on
+# the completion only, an evaluation on the validation rows and a checkpoint every `SAVE_STEPS`. Precision
+# comes from the hardware, never hard-coded: TRL defaults to bf16, which a CPU and a T4 lack. `PACKING="auto"`
+# packs on a GPU only: best-fit-decreasing (`"bfd"`) packs examples into padding-free rows whose positions
+# restart at each example, but without a variable-length attention kernel a packed row costs the square of its
+# length, which on a CPU outweighs the padding saved (`make bench` measures both).
+
+# %% tags=["library"]
+import torch
+from trl import SFTConfig
+
+args = SFTConfig(
+    output_dir=str(adapter_dir),
+    max_steps=MAX_STEPS,
+    per_device_train_batch_size=BATCH_SIZE,
+    per_device_eval_batch_size=BATCH_SIZE,
+    gradient_accumulation_steps=GRAD_ACCUM,  # the effective batch: BATCH_SIZE x GRAD_ACCUM
+    learning_rate=LEARNING_RATE,
+    warmup_steps=WARMUP_STEPS,
+    lr_scheduler_type="cosine",
+    max_length=MAX_LENGTH,
+    packing=torch.cuda.is_available() if PACKING == "auto" else PACKING,
+    packing_strategy="bfd",
+    completion_only_loss=True,  # the prompt's tokens are masked out of the loss
+    activation_checkpointing=checkpointing,
+    eval_strategy="steps",
+    eval_steps=SAVE_STEPS,
+    save_strategy="steps",
+    save_steps=SAVE_STEPS,  # a Kaggle session can die: rerunning resumes from the last checkpoint
+    save_total_limit=2,
+    logging_steps=10,
+    seed=SEED,
+    data_seed=SEED,
+    use_cpu=not torch.cuda.is_available(),  # the precision the model was loaded in (TRL's default, bf16,
+    bf16=dtype == torch.bfloat16,           # raises on a CPU and a T4)
+    fp16=dtype == torch.float16,
+    report_to="none",
+    disable_tqdm=True,
+    dataloader_num_workers=0,
+    include_num_input_tokens_seen="non_padding",  # real tokens, for the speed report
+)
+
+# %% tags=["library"]
+from transformers.trainer_callback import PrinterCallback
+from trl import SFTTrainer
+
+trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                     processing_class=tokenizer)
+trainer.remove_callback(PrinterCallback)  # logs go to trainer.state.log_history (plotted below), not stdout
+
+# %% [markdown]
 # ## Train
-# Rerunning this cell after an interruption resumes from the last checkpoint in the output folder, provided
-# the model, recipe and data are the ones that wrote it (otherwise it starts afresh, with a warning).
+# Rerunning the notebook after an interruption resumes from the last checkpoint in `adapter_dir`, provided the
+# model, recipe and data are the ones that wrote it (otherwise training starts afresh, with a warning), and
+# skips a damaged checkpoint for the one before it. That choice, and measuring time and memory, are the
+# package's plumbing; the training itself is the trainer's.
 
 # %%
-lora = LoraSettings(r=LORA_R, alpha=LORA_ALPHA, dropout=LORA_DROPOUT, target_modules=TARGET_MODULES)
-recipe = TrainingConfig(max_steps=MAX_STEPS, batch_size=BATCH_SIZE, gradient_accumulation_steps=GRAD_ACCUM,
-                        learning_rate=LEARNING_RATE, warmup_steps=WARMUP_STEPS, max_length=MAX_LENGTH,
-                        packing=PACKING, save_steps=SAVE_STEPS, eval_steps=SAVE_STEPS, seed=SEED)
-result = train_sft(model, tokenizer, train_rows, val_rows, recipe, run.output_dir / "adapter",
-                   peft_config=lora.peft_config())
-print(f"trainable parameters: {result.trainable_parameters:,} of {result.total_parameters:,} "
-      f"({result.trainable_parameters / result.total_parameters:.2%})")
+trainer.add_callback(meter := training_meter())  # wall time and peak memory of trainer.train()
+resume = resume_point(trainer, train_rows)  # this run's newest intact checkpoint, or None
+
+# %% tags=["library"]
+train_output = trainer.train(resume_from_checkpoint=resume)
+
+# %%
+result = finish_run(trainer, meter, resume)  # adapter_dir/final (adapter + tokenizer), adapter_dir/training.json
 print(f"final train loss {result.final_train_loss:.3f}, validation loss {result.eval_loss:.3f}")
 fig = plots.loss_curve(result.log_history, run.output_dir / "loss.png", "LoRA fine-tuning")
 

@@ -72,8 +72,8 @@ from utils import notebooks, plots
 from utils.evaluation import held_out
 from utils.generation import GenerationConfig
 from utils.io import write_metrics
+from utils.modeling import adapter_base_model
 from utils.quantization import (
-    adapter_base_model,
     compare_variants,
     gpu_reference,
     merge_adapter,

@@ -21,7 +21,9 @@ from utils.answers import (
     COMPETITION_RANGES,
     VoteResult,
     extract_answer,
+    last_boxed,
     majority_vote,
+    matching_brace,
     normalize_for_competition,
     parse_integer_answer,
     vote_is_decided,
@@ -662,6 +664,30 @@ def test_timed_out_reads_do_not_pile_up_threads(monkeypatch):
 
 
 # ---------------------------------------------------------------- ground-truth answers
+
+
+@pytest.mark.parametrize(
+    ("text", "boxed"),
+    [
+        (r"so $x=\boxed{\frac{1}{2}}$.", r"\frac{1}{2}"),
+        (r"first \boxed{1}, then \boxed{2^{3}}", "2^{3}"),
+        (r"the set $\boxed{\{1, 2\}}$", r"\{1, 2\}"),
+        (r"an escaped brace $\boxed{\}}$ is text", r"\}"),
+        (r"$\boxed 5$.", "5"),
+        (r"\fbox{7}", "7"),
+        (r"\boxed{1} then \boxed{\frac{1}{2}", None),  # the last box is never closed
+        ("no box here", None),
+    ],
+)
+def test_last_boxed_reads_a_worked_solutions_last_box(text, boxed):
+    assert last_boxed(text) == boxed
+
+
+def test_matching_brace_skips_escaped_braces_and_says_when_a_brace_is_never_closed():
+    text = r"\boxed{a\}{b}c} {"
+    assert matching_brace(text, 6) == len(text) - 3
+    assert matching_brace(text, 10) == 12
+    assert matching_brace(text, len(text) - 1) is None
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from utils.training import TrainingConfig
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the benchmarks package lives at the repository root
 
@@ -76,7 +74,7 @@ TINY_TRAINING = dict(problems=200, warmup=1, steps_per_repeat=1, repeats=2, roun
 def test_training_bench_compares_packed_with_padded_on_real_tokens(random_model):
     result = bench_training(TrainingBench(model=random_model, **TINY_TRAINING), isolate=False)
     check_result(result, "training", 5)
-    strategy = TrainingConfig().packing_strategy  # the project's
+    strategy = bench_training_module.project_strategy()  # the project's
     assert result["settings"]["sides"] == ["padded", f"packed-{strategy}"]
     packed, padded = result["raw"]["sides"][f"packed-{strategy}"], result["raw"]["sides"]["padded"]
     assert (packed["packing"], padded["packing"], packed["packing_strategy"]) == (True, False, strategy)
@@ -120,7 +118,7 @@ def test_training_sides_are_padded_or_a_trl_packing_strategy():
     assert side_packing("padded") == (False, None) and side_packing("packed-wrapped") == (True, "wrapped")
     with pytest.raises(ValueError, match="packed-<bfd"):
         side_packing("packed-zigzag")
-    project = f"packed-{TrainingConfig().packing_strategy}"
+    project = f"packed-{bench_training_module.project_strategy()}"
     names = side_names(TrainingBench(strategies=("wrapped", "bfd")))
     assert names[:2] == ["padded", project] and sorted(names[1:]) == ["packed-bfd", "packed-wrapped"]
 
@@ -271,7 +269,7 @@ def test_gpu_check_runs_its_notebooks_on_whatever_device_there_is(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     notebooks = result["runs"]["7b-t4-recipe"]
-    assert set(notebooks) == {"02_lora_sft", "04_quantized_inference", "05_submission"}
+    assert set(notebooks) == {"02_lora_sft", "04_quantized_inference", "05_submission", "06_grpo"}
     assert all(v["error"] is None and v["wall_s"] > 0 for v in notebooks.values()), notebooks
     for source in ("gsm8k", "math"):
         packing = result["packing"][source]
@@ -279,3 +277,16 @@ def test_gpu_check_runs_its_notebooks_on_whatever_device_there_is(tmp_path):
             packing["real_tokens"] < packing["padded_tokens"]
             and packing["speedup_packed_restart_vs_padded"] > 0
         )
+
+
+def test_gpu_grpo_measures_trl_grpo_steps_on_whatever_device_there_is(tmp_path):
+    """The GRPO memory/speed script's CPU mode: TRL's GRPOTrainer on a random tiny config, QLoRA and 16-bit."""
+    out = tmp_path / "gpu_grpo.json"
+    cmd = [sys.executable, "benchmarks/gpu_grpo.py", "--tiny", "--out", str(out), "--work", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert set(runs) == {"qlora", "bf16"}
+    for run in runs.values():
+        assert len(run["step_seconds"]) == run["steps"] + 1 and run["median_step_s_after_warmup"] > 0
+        assert run["mean_completion_tokens"] > 0 and run["logged"]["completions/mean_length"] > 0

@@ -20,7 +20,7 @@ from utils.checkpoints import (
     last_valid_checkpoint,
     valid_checkpoint,
 )
-from utils.training import RUN_FILE, recorded_fingerprint, resumable_checkpoint
+from utils.training import RUN_FILE, recorded_fingerprint, resumable_checkpoint, run_fingerprint
 
 
 @dataclass
@@ -151,3 +151,38 @@ def test_the_same_run_resumes_its_newest_checkpoint(tmp_path):
     write_checkpoint(tmp_path / "checkpoint-6", 6)
     (tmp_path / RUN_FILE).write_text(json.dumps({"fingerprint": "k"}))
     assert resumable_checkpoint(tmp_path, "k") == str(tmp_path / "checkpoint-6")
+
+
+@pytest.mark.filterwarnings(
+    "ignore:`gradient_checkpointing` is deprecated"
+)  # dataclasses.replace passes both names
+def test_the_fingerprint_follows_what_trains_not_where_it_is_written_or_logged(tmp_path):
+    """A run folder copied elsewhere, or logged and saved at another cadence, resumes; another learning
+    rate, LoRA rank or training row does not."""
+    from dataclasses import replace
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl import SFTConfig
+
+    def lora_model(r: int):
+        config = LlamaConfig(
+            vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+        )
+        return get_peft_model(LlamaForCausalLM(config), LoraConfig(r=r, target_modules="all-linear"))
+
+    model = lora_model(4)
+    args = SFTConfig(
+        output_dir=str(tmp_path / "a"),
+        use_cpu=True,
+        bf16=False,
+        learning_rate=1e-3,
+        activation_checkpointing=False,
+    )
+    rows = [{"prompt": "1+1=", "completion": " 2"}]
+    key = run_fingerprint(model, args, rows)
+    moved = replace(args, output_dir=str(tmp_path / "b"), logging_steps=1, save_steps=7, report_to="none")
+    assert run_fingerprint(model, moved, rows) == key
+    assert run_fingerprint(model, replace(args, learning_rate=2e-3), rows) != key
+    assert run_fingerprint(lora_model(8), args, rows) != key
+    assert run_fingerprint(model, args, rows + rows) != key

@@ -14,7 +14,6 @@ from utils.data import (
     SAMPLE_SUBMISSION,
     DataError,
     Problem,
-    last_boxed,
     load,
     load_aime,
     load_aimo1_train,
@@ -159,22 +158,6 @@ def test_tora_keeps_messages(sets):
     assert (
         sum(p.answer is not None for p in sets["tora"]) == 21
     )  # 9 answers are polynomials, roots, fractions
-
-
-@pytest.mark.parametrize(
-    ("text", "boxed"),
-    [
-        (r"so $x=\boxed{\frac{1}{2}}$.", r"\frac{1}{2}"),
-        (r"first \boxed{1}, then \boxed{2^{3}}", "2^{3}"),
-        (r"the set $\boxed{\{1, 2\}}$", r"\{1, 2\}"),
-        (r"$\boxed 5$.", "5"),
-        (r"\fbox{7}", "7"),
-        (r"\boxed{\frac{1}{2}", None),
-        ("no box here", None),
-    ],
-)
-def test_last_boxed(text, boxed):
-    assert last_boxed(text) == boxed
 
 
 # ---------------------------------------------------------------- broken copies

@@ -15,9 +15,11 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from utils import kaggle
-from utils.gateway import competition_spec
-from utils.kaggle import (
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the tools package lives at the repository root
+
+from tools import kaggle
+from tools.kaggle import (
     KAGGLE_PROVIDED,
     MODEL_PARAM,
     MODEL_SOURCE,
@@ -26,9 +28,7 @@ from utils.kaggle import (
     KaggleError,
     Pin,
     build,
-    check_requirements,
     download_wheels,
-    link_outputs,
     pip_download_commands,
     push,
     read_pins,
@@ -36,8 +36,9 @@ from utils.kaggle import (
     select_wheels,
     slugify,
 )
+from utils.gateway import competition_spec
+from utils.kaggle_setup import check_requirements, link_outputs
 
-REPO = Path(__file__).resolve().parents[1]
 REQUIREMENTS = REPO / "requirements.txt"
 USER = "alice"
 TORCH_FAMILY = {"torch", "torchvision", "torchaudio", "triton"}
@@ -222,12 +223,48 @@ def test_dataset_metadata_and_contents(dist):
         meta = json.loads((dist / folder / "dataset-metadata.json").read_text())
         assert 6 <= len(meta["title"]) <= 50 and len(meta["licenses"]) == 1 and meta["licenses"][0]["name"]
         assert 3 <= len(meta["id"].split("/")[1]) <= 50
-    assert (dist / "package" / "src" / "utils" / "kaggle.py").is_file()
+    assert (dist / "package" / "src" / "utils" / "kaggle_setup.py").is_file()
     assert (dist / "package" / "requirements.txt").read_text() == REQUIREMENTS.read_text()
     assert not list((dist / "package").rglob("__pycache__"))
     assert (dist / "data" / "gsm8k" / "train.jsonl").is_file() and (dist / "data" / "licenses").is_dir()
     assert not (dist / "data" / "kaggle").exists(), (
         "competition files are attached from the competition, not re-uploaded"
+    )
+
+
+def utils_modules_imported(source: str) -> set[str]:
+    """The `utils` submodules (or names) a piece of code imports: `from utils.x import`, `import utils.x`,
+    `from utils import x`."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module == "utils":
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("utils."):
+            names.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("utils.")}
+    return names
+
+
+def test_package_ships_what_the_real_kernels_import_and_not_the_build_tooling(tmp_path, wheel_cache):
+    dist = tmp_path / "kaggle"
+    build(BuildOptions(out=dist, user=USER, wheels=False, root=REPO, wheel_cache=wheel_cache))
+    shipped = dist / "package" / "src" / "utils"
+    modules = {p.stem for p in shipped.glob("*.py")}
+    assert modules == {p.stem for p in (REPO / "src" / "utils").glob("*.py")}, "the whole package ships"
+    assert "kaggle" not in modules and not (dist / "package" / "tools").exists(), (
+        "the build and push tooling (tools/kaggle.py) stays on the developer's machine"
+    )
+    for name in kaggle.NOTEBOOKS:
+        code = "\n".join(
+            "".join(c["source"]) for c in notebook(dist, name)["cells"] if c["cell_type"] == "code"
+        )
+        code = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
+        imported = utils_modules_imported(code)
+        assert imported, name
+        assert imported <= modules, f"{name} imports {sorted(imported - modules)}, which does not ship"
+    assert "kaggle_setup" in utils_modules_imported(
+        "".join(notebook(dist, "01_data_prep")["cells"][0]["source"])
     )
 
 
@@ -623,9 +660,9 @@ def test_default_user_reads_the_environment_then_kaggle_json(tmp_path, monkeypat
     assert kaggle.default_user() == "dave"
 
 
-def test_module_imports_only_the_standard_library_at_top_level():
-    """On Kaggle the setup cell imports it before anything is installed."""
-    code = "import sys, utils.kaggle; print(sorted(m for m in ('packaging', 'jupytext', 'polars', 'torch') if m in sys.modules))"
+def test_kaggle_setup_imports_only_the_standard_library_at_top_level():
+    """On Kaggle the setup cell imports it first, before anything else of the package."""
+    code = "import sys, utils.kaggle_setup; print(sorted(m for m in ('packaging', 'jupytext', 'polars', 'torch') if m in sys.modules))"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ import torch
 from utils.modeling import (
     TinyModelConfig,
     adapter_base,
+    adapter_base_model,
+    load_adapter,
     load_model,
     pick_dtype,
     quantization_config,
@@ -99,3 +102,54 @@ def test_adapter_folder_is_recognized(tmp_path):
     assert adapter_base(str(tmp_path)) is None
     (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/models/base"}))
     assert adapter_base(str(tmp_path)) == "/models/base"
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_model, tmp_path_factory):
+    """A saved LoRA adapter with random (not zero) B matrices, so that it changes the model's output."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = load_model(str(tiny_model))
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    folder = tmp_path_factory.mktemp("adapter")
+    get_peft_model(model, config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+def test_an_adapter_loads_one_way_frozen_for_inference_trainable_to_go_on_training(adapter, tiny_model):
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    frozen, tokenizer = load_adapter(adapter)
+    via_load_model, _ = load_model(str(adapter))
+    base, _ = load_model(str(tiny_model))
+    with torch.no_grad():
+        logits = frozen(input_ids=ids).logits
+        assert torch.equal(logits, via_load_model(input_ids=ids).logits), (
+            "load_model(adapter) is load_adapter"
+        )
+        assert not torch.allclose(logits, base(input_ids=ids).logits), "the adapter is on the base"
+    assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
+    assert tokenizer.pad_token is not None
+    trainable, _ = load_adapter(adapter, trainable=True)
+    grads = {n for n, p in trainable.named_parameters() if p.requires_grad}
+    assert grads and all("lora_" in n for n in grads), "only the adapter's weights train"
+
+
+def test_the_recorded_base_wins_unless_it_is_missing_here(adapter, tiny_model, tmp_path):
+    recorded = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert adapter_base_model(adapter, "some/other-model") == recorded == str(tiny_model)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/elsewhere/model"}))
+    assert adapter_base_model(tmp_path, "tiny") == "tiny"
+    assert adapter_base_model(tmp_path) == "/elsewhere/model"
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        adapter_base_model(tmp_path / "nothing")
+    moved = tmp_path / "moved"  # an adapter trained where its base sat at another path (Kaggle)
+    shutil.copytree(adapter, moved)
+    config = json.loads((moved / "adapter_config.json").read_text())
+    (moved / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": "/elsewhere"})
+    )
+    model, _ = load_adapter(moved, base=str(tiny_model))
+    assert model.get_base_model().config.model_type == "llama"

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
 
 from utils.generation import GenerationConfig, sample_reasoning
-from utils.modeling import load_model, load_tokenizer
+from utils.modeling import load_model
 from utils.quantization import (
     VARIANTS,
     Choice,
-    adapter_base_model,
     agreement,
     compare_variants,
-    completion_perplexity,
     free_memory,
     gpu_reference,
     load_choice,
@@ -130,42 +127,6 @@ def test_merging_is_exact_in_16_bits_and_shifts_logits_onto_a_4bit_base(adapter,
     assert onto_4bit["relative"] > 1e-3 and onto_4bit["relative"] > 100 * in_16bit["relative"]
 
 
-class _FixedDistribution(torch.nn.Module):
-    """A 'model' predicting the same next-token distribution everywhere: perplexity is known in closed form."""
-
-    def __init__(self, log_probs: torch.Tensor):
-        super().__init__()
-        self.log_probs = torch.nn.Parameter(log_probs, requires_grad=False)
-
-    def forward(self, input_ids, attention_mask=None):
-        from types import SimpleNamespace
-
-        return SimpleNamespace(logits=self.log_probs.expand(*input_ids.shape, -1).clone())
-
-
-def test_perplexity_scores_the_completion_only_on_a_known_case(tiny_model):
-    tokenizer = load_tokenizer(str(tiny_model))
-    vocab = len(tokenizer)
-    pairs = [
-        ("User: a long prompt that must not count\n\nAssistant:", " 12"),
-        ("User: hi\n\nAssistant:", " 7 + 8 = 15"),
-    ]
-    uniform = _FixedDistribution(torch.zeros(vocab))
-    assert completion_perplexity(uniform, tokenizer, pairs) == pytest.approx(vocab, rel=1e-5)
-
-    log_probs = torch.log_softmax(torch.linspace(-3, 3, vocab), dim=0)
-    model = _FixedDistribution(log_probs)
-    targets = []
-    for prompt, completion in pairs:
-        n_prompt = len(tokenizer(prompt)["input_ids"])
-        targets += tokenizer(prompt + completion)["input_ids"][n_prompt:]
-    expected = math.exp(-log_probs[targets].mean().item())
-    assert completion_perplexity(model, tokenizer, pairs, batch_size=2) == pytest.approx(expected, rel=1e-5)
-    assert completion_perplexity(model, tokenizer, pairs, batch_size=1) == pytest.approx(expected, rel=1e-5)
-    with pytest.raises(ValueError, match="at least one"):
-        completion_perplexity(model, tokenizer, [])
-
-
 def test_compare_variants_measures_the_16bit_reference_first(merged, adapter):
     from utils.data import Problem
 
@@ -201,16 +162,6 @@ def test_compare_variants_measures_the_16bit_reference_first(merged, adapter):
     assert (
         reports[1].weight_bytes < reports[2].weight_bytes < reports[0].weight_bytes
     )  # the adapter costs memory
-
-
-def test_the_recorded_base_wins_unless_it_is_missing_here(adapter, tiny_model, tmp_path):
-    recorded = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    assert adapter_base_model(adapter, "some/other-model") == recorded == str(tiny_model)
-    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/elsewhere/model"}))
-    assert adapter_base_model(tmp_path, "tiny") == "tiny"
-    assert adapter_base_model(tmp_path) == "/elsewhere/model"
-    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
-        adapter_base_model(tmp_path / "nothing")
 
 
 def test_agreement_compares_extracted_answers():

@@ -6,6 +6,7 @@ import dis
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -406,12 +407,120 @@ def test_environment_is_not_leaked(monkeypatch):
 
 def test_concurrent_calls_from_threads():
     codes = [f"print({i} * {i})" for i in range(12)] + ["while True:\n    pass", "1 / 0"]
+    run_python("pass")  # the fork server's socket: one descriptor for the process's lifetime, not per call
     fds = len(os.listdir("/proc/self/fd"))
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda c: run_python(c, timeout=2), codes))
     assert [r.stdout for r in results[:12]] == [f"{i * i}\n" for i in range(12)]
     assert results[12].timed_out and results[13].error == "ZeroDivisionError: division by zero"
     assert len(os.listdir("/proc/self/fd")) == fds and threading.active_count() >= 1
+
+
+# --- the fork server ----------------------------------------------------------------------------
+
+LEAKY = (  # everything a snippet could leave for the next one in a process that outlived it
+    "import builtins, os, sys, linecache\nbuiltins.LEAK = 1\nsys.modules['leak'] = sys\nsys.path.append('/leak')\n"
+    "linecache.cache['leak'] = (1, None, ['x'], 'leak')\nos.environ['LEAK'] = '1'\nopen('leak.txt', 'w').write('x')\n"
+    "fd = os.open('leak.txt', os.O_RDONLY)\nos.set_inheritable(fd, True)\nos.dup2(fd, 40)\nprint('left')"
+)
+LOOK = (
+    "import builtins, os, sys, linecache\nprint(hasattr(builtins, 'LEAK'), 'leak' in sys.modules, '/leak' in sys.path,"
+    " 'leak' in linecache.cache, 'LEAK' in os.environ, os.listdir('.'), len(os.listdir('/proc/self/fd')))"
+)
+
+
+def _server_pid() -> int | None:
+    server = sandbox._fork_server()
+    return server.pid if server is not None else None
+
+
+def test_consecutive_calls_share_nothing_through_the_fork_server():
+    fresh = run_python(LOOK)
+    assert fresh.stdout.startswith("False False False False False [] ") and _server_pid() is not None, fresh
+    assert run_python(LEAKY).stdout == "left\n"
+    assert run_python(LOOK).stdout == fresh.stdout  # as many descriptors too: 0-2 and the report pipe
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(sandbox, "FORK_SERVER", False)  # an exec'd supervisor: what a fresh interpreter sees
+        assert run_python(LOOK).stdout == fresh.stdout
+
+
+def test_fork_server_maps_no_writable_shared_memory():
+    assert run_python("print(1)").ok  # every fork would share such a mapping: a channel between calls
+    maps = Path(f"/proc/{_server_pid()}/maps").read_text().splitlines()
+    assert maps and not [m for m in maps if m.split()[1].startswith("rw") and m.split()[1][3] == "s"]
+
+
+def test_fork_server_and_exec_give_the_same_layers_and_refusals():
+    code = "import os\nprint(os.getuid() != 0, os.getppid() != os.getpgid(0))\nopen('/etc/passwd', 'a')"
+    served = run_python(code)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(sandbox, "FORK_SERVER", False)
+        execd = run_python(code)
+    assert served.isolation == execd.isolation and served.stdout == execd.stdout and _refused(served)
+    assert served.error == execd.error
+
+
+def test_fork_server_restarts_after_being_killed():
+    assert run_python("print(1)").ok
+    first = _server_pid()
+    os.kill(first, 9)
+    assert _gone(first)
+    r = run_python("print(2)")
+    assert (r.stdout, r.error) == ("2\n", None) and _server_pid() not in (None, first)
+
+
+def test_fork_server_killed_mid_call_fails_that_call_only():
+    assert run_python("print(1)").ok
+    server = _server_pid()
+    marker = _sleep_marker()
+    code = f"import subprocess, time\nsubprocess.Popen(['sleep', '{marker}'])\ntime.sleep(5)"
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(run_python, code, timeout=10, allow_subprocess=True)
+        time.sleep(0.5)
+        os.kill(server, 9)
+        r = running.result()
+    assert r.error is not None and r.error.startswith("sandbox failure") and r.duration < 5, r
+    assert _none_left(marker)  # the supervisor died with the server; its snippet and child with it
+    assert run_python("print(3)").stdout == "3\n"
+
+
+def test_a_stuck_fork_server_fails_the_call_in_time_and_is_replaced():
+    assert run_python("print(1)").ok
+    stuck = _server_pid()
+    os.kill(stuck, signal.SIGSTOP)
+    start = time.monotonic()
+    r = run_python("print(2)", timeout=1)
+    assert r.error.startswith("sandbox failure") and "did not answer" in r.error, r
+    assert time.monotonic() - start < 1 + sandbox.GRACE_SECONDS and _gone(stuck)
+    assert run_python("print(3)").stdout == "3\n" and _server_pid() not in (None, stuck)
+
+
+def test_fork_server_holds_none_of_the_callers_environment(monkeypatch):
+    secret = f"hunter-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AIMO_TEST_SECRET", secret)
+    assert run_python("print(1)").ok
+    os.kill(_server_pid(), 9)  # the next call starts a new server, with the secret in our environment
+    assert run_python("print(1)").ok
+    environ = Path(f"/proc/{_server_pid()}/environ").read_bytes()
+    assert secret.encode() not in environ and b"PATH=" in environ
+
+
+def test_a_forked_caller_gets_a_server_of_its_own():
+    assert run_python("print(1)").ok
+    ours = _server_pid()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a multiprocessing worker started by fork: it must not read the parent's replies
+        try:
+            os.write(w, f"{run_python('print(7)').stdout.strip()} {_server_pid()}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out, theirs = f.read().split()
+    os.waitpid(pid, 0)
+    assert out == "7" and int(theirs) != ours and _gone(int(theirs))  # its server left with it
+    assert run_python("print(8)").stdout == "8\n" and _server_pid() == ours
 
 
 def test_config_and_keywords():

@@ -387,11 +387,14 @@ def test_budget_schedule_lets_unused_time_flow_to_later_problems():
 @pytest.fixture(scope="module")
 def tiny_adapter(tiny_model, tmp_path_factory) -> Path:
     """A LoRA adapter on the embedded model, trained for a few steps (about 10 s): enough to load and answer."""
+    from peft import LoraConfig
+    from trl import SFTConfig
+
     from utils.modeling import load_model
     from utils.prep import to_example
     from utils.prompts import render_example
     from utils.synthetic import generate_problems
-    from utils.training import LoraSettings, TrainingConfig, train_sft
+    from utils.training import hardware_precision, train_sft
 
     model, tokenizer = load_model(str(tiny_model))
     rows = [
@@ -400,14 +403,26 @@ def tiny_adapter(tiny_model, tmp_path_factory) -> Path:
         for m in ("reasoning", "tools")
     ]
     out = tmp_path_factory.mktemp("adapter")
-    recipe = TrainingConfig(
-        max_steps=6, batch_size=8, warmup_steps=1, save_steps=100, logging_steps=1, max_length=128
+    args = SFTConfig(
+        output_dir=str(out),
+        max_steps=6,
+        per_device_train_batch_size=8,
+        learning_rate=2e-3,
+        warmup_steps=1,
+        lr_scheduler_type="cosine",
+        max_length=128,
+        completion_only_loss=True,
+        activation_checkpointing=False,
+        save_steps=100,
+        logging_steps=1,
+        report_to="none",
+        disable_tqdm=True,
+        **hardware_precision(model),
     )
-    return Path(
-        train_sft(
-            model, tokenizer, rows, None, recipe, out, peft_config=LoraSettings(r=4, alpha=8).peft_config()
-        ).output_dir
+    lora = LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
     )
+    return Path(train_sft(model, tokenizer, rows, None, args, peft_config=lora).output_dir)
 
 
 @pytest.mark.slow

@@ -10,26 +10,44 @@ from pathlib import Path
 
 import pytest
 import torch
+from peft import LoraConfig
 from safetensors.torch import load_file
+from trl import SFTConfig
 
 from utils.modeling import load_model
 from utils.prep import to_example
 from utils.prompts import render_example
 from utils.synthetic import generate_problems
-from utils.training import LoraSettings, TrainingConfig, last_checkpoint, train_sft
+from utils.training import hardware_precision, last_checkpoint, train_sft
 
 pytestmark = pytest.mark.slow
 
 RECIPE = dict(
     max_steps=8,
-    batch_size=4,
+    per_device_train_batch_size=4,
     learning_rate=2e-3,
     warmup_steps=2,
+    lr_scheduler_type="cosine",
     save_steps=3,
-    eval_steps=100,
     logging_steps=1,
     max_length=128,
+    completion_only_loss=True,
+    activation_checkpointing=False,
+    seed=0,
+    report_to="none",
+    disable_tqdm=True,
+    include_num_input_tokens_seen="non_padding",
 )
+
+
+def _args(model, out_dir, **changes) -> SFTConfig:
+    return SFTConfig(output_dir=str(out_dir), **(RECIPE | changes), **hardware_precision(model))
+
+
+def _lora() -> LoraConfig:
+    return LoraConfig(
+        r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
 
 
 def _rows(tokenizer, n=60):
@@ -42,15 +60,13 @@ def _rows(tokenizer, n=60):
 
 def _train(tiny_model, out_dir, callbacks=()):
     model, tokenizer = load_model(str(tiny_model))
-    lora = LoraSettings(r=8, alpha=16, dropout=0.0)
     return train_sft(
         model,
         tokenizer,
         _rows(tokenizer),
         None,
-        TrainingConfig(**RECIPE),
-        out_dir,
-        peft_config=lora.peft_config(),
+        _args(model, out_dir),
+        peft_config=_lora(),
         callbacks=callbacks,
     )
 
@@ -123,17 +139,9 @@ def test_checkpoints_of_another_run_are_not_resumed(tiny_model, tmp_path):
     _train(tiny_model, tmp_path / "run")
     assert last_checkpoint(tmp_path / "run") is not None
     model, tokenizer = load_model(str(tiny_model))
-    other = TrainingConfig(**(RECIPE | {"learning_rate": 1e-3}))
+    other = _args(model, tmp_path / "run", learning_rate=1e-3)
     with pytest.warns(UserWarning, match="another run"):
-        result = train_sft(
-            model,
-            tokenizer,
-            _rows(tokenizer),
-            None,
-            other,
-            tmp_path / "run",
-            peft_config=LoraSettings(r=8, alpha=16, dropout=0.0).peft_config(),
-        )
+        result = train_sft(model, tokenizer, _rows(tokenizer), None, other, peft_config=_lora())
     assert result.resumed_from is None and result.steps == 8
 
 

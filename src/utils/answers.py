@@ -105,6 +105,8 @@ _INFIX_FRACTION_RE = re.compile(
 )
 _COMMAND_RE = re.compile(r"\\[A-Za-z]+")
 _BRACE_TOKEN_RE = re.compile(r"\\.|[{}]", re.DOTALL)  # an escaped character ("\\{") or a brace
+# A box in a worked solution: `\boxed{` / `\fbox{`, or `\boxed 5` (one token, trailing "$.," dropped).
+_SOLUTION_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*(\{|\s+(\S+))")
 _BASE_RE = re.compile(r"^(\d[0-9A-Za-z]*)_\{?(\d{1,2})\}?$")  # "52_8", "4210_{5}": digits in a base
 
 # Bounds checked before any work that grows with them. Reading is linear in the text; what could
@@ -516,9 +518,32 @@ def _brace_pairs(s: str) -> dict[int, int]:
     return pairs
 
 
+def matching_brace(text: str, open_index: int) -> int | None:
+    """The index of the `}` that closes the `{` at `open_index` (escaped braces skipped), or None when
+    it is never closed."""
+    return _brace_pairs(text).get(open_index)
+
+
 # --------------------------------------------------------------------------------------------------
 # Ground truth from data sets
 # --------------------------------------------------------------------------------------------------
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last `\\boxed{...}` (or `\\fbox{...}`, `\\boxed 5`) in `text`, braces balanced;
+    None when there is none or the last one is never closed.
+
+    How a worked solution states its answer (MATH's). A model's output is read by `extract_answer`,
+    which also skips a truncated box and reads boxes listed together.
+    """
+    starts = list(_SOLUTION_BOX_RE.finditer(text))
+    if not starts:
+        return None
+    match = starts[-1]
+    if match.group(2) is not None:  # `\boxed 5`: one token, no braces
+        return match.group(2).rstrip("$.,")
+    end = matching_brace(text, match.end() - 1)
+    return None if end is None else text[match.end() : end]
 
 
 def parse_integer_answer(text: str | int | float | None) -> int | None:

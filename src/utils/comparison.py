@@ -116,7 +116,7 @@ class Budget:
 @dataclass
 class Experiment:
     """One method with its options; `learning_rate=None` takes its family's rate, `training` overrides
-    `TrainingConfig` fields for this method only, `quantization=None` the method's own (4-bit for QLoRA)."""
+    `trl.SFTConfig` fields for this method only, `quantization=None` the method's own (4-bit for QLoRA)."""
 
     name: str
     method: str
@@ -323,24 +323,40 @@ def base_reference(model_name: str, quantization: str, tokenizer_texts: list[str
 # ---------------------------------------------------------------- the runner
 
 
-def _training_config(exp: Experiment, budget: Budget, seed: int, packing: bool):
-    from utils.training import TrainingConfig
+def _training_config(
+    exp: Experiment, budget: Budget, seed: int, packing: bool, model, output_dir, has_eval: bool
+):
+    from trl import SFTConfig
+
+    from utils.training import hardware_precision
 
     settings = dict(
+        output_dir=str(output_dir),
         max_steps=budget.max_steps,
-        batch_size=budget.batch_size,
+        per_device_train_batch_size=budget.batch_size,
+        per_device_eval_batch_size=budget.batch_size,
         learning_rate=exp.rate() * budget.learning_rate_scale,
         warmup_steps=budget.warmup_steps,
+        lr_scheduler_type="cosine",
         max_length=budget.max_length,
         packing=packing,
-        logging_steps=max(1, budget.max_steps // 10),
-        save_steps=budget.max_steps,
+        completion_only_loss=True,
+        activation_checkpointing=sum(p.numel() for p in model.parameters()) > 1e9,
+        eval_strategy="steps" if has_eval else "no",
         eval_steps=budget.max_steps,
+        save_steps=budget.max_steps,
         save_total_limit=1,
+        logging_steps=max(1, budget.max_steps // 10),
         seed=seed,
+        data_seed=seed,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+        **hardware_precision(model),
     )
     settings |= exp.training
-    return TrainingConfig(**settings)
+    return SFTConfig(**settings)
 
 
 def empty_record(exp: Experiment, seed: int, learning_rate_scale: float = 1.0) -> dict:
@@ -431,14 +447,13 @@ def _run(exp, seed, data, budget, model_name, run_dir: Path, record: dict, base:
     model, tokenizer = load_model(model_name, quantization)
     keep_4bit_weights_unpacked(model)
     model, peft_config = apply_method(model, exp.method, **exp.options)
-    config = _training_config(exp, budget, seed, packing)
+    args = _training_config(exp, budget, seed, packing, model, run_dir / "train", bool(data.validation_rows))
     result = train_sft(
         model,
         tokenizer,
         data.train_rows,
         data.validation_rows or None,
-        config,
-        run_dir / "train",
+        args,
         peft_config,
         callbacks=training_callbacks(exp.method),
     )

@@ -180,26 +180,6 @@ def _level(value: int | str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def last_boxed(text: str) -> str | None:
-    """The content of the last `\\boxed{...}` (or `\\fbox{...}`, `\\boxed 5`) in `text`, braces balanced."""
-    starts = [m for m in re.finditer(r"\\(?:boxed|fbox)\s*(\{|\s+(\S+))", text)]
-    if not starts:
-        return None
-    match = starts[-1]
-    if match.group(2) is not None:  # `\boxed 5`: one token, no braces
-        return match.group(2).rstrip("$.,")
-    depth, i = 0, match.end() - 1
-    while i < len(text):
-        if text[i] == "\\":  # `\{` and `\}` are literal braces, not grouping
-            i += 2
-            continue
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        if depth == 0:
-            return text[match.end() : i]
-        i += 1
-    return None  # unbalanced braces
-
-
 class _IdChecker:
     """Rejects empty and duplicate ids, naming the line of the first occurrence."""
 
@@ -281,6 +261,8 @@ def _math_id(unique_id: str) -> str:
 @_manifest_checked
 def load_math(path: PathLike) -> list[Problem]:
     """Hendrycks MATH (`math/train.jsonl`, `math/test.jsonl`): the answer is the solution's last `\\boxed{}`."""
+    from utils.answers import last_boxed  # imported here: data must import without it
+
     ids, out = _IdChecker(path), []
     for line, row in _iter_jsonl(path):
         solution = _text(row, "solution", path, line)

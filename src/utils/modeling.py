@@ -18,6 +18,9 @@ import random
 import shutil
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -85,8 +88,6 @@ def seed_everything(seed: int) -> None:
 
 def quiet_libraries() -> None:
     """No progress bars or chatty warnings in stored notebook outputs."""
-    import warnings
-
     warnings.filterwarnings("ignore", message="IProgress not found")
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -405,7 +406,8 @@ def cpu_4bit_fallback(model) -> int:
 
 
 def load_model(name: str, quantization: str = "none", device: str | None = None):
-    """Load a causal LM and its tokenizer: `tiny`, a local folder, an attached Kaggle Model, or a hub id.
+    """Load a causal LM and its tokenizer: `tiny`, a local folder, an attached Kaggle Model, or a hub id;
+    a saved PEFT adapter's folder gives its base with the adapter on top (`load_adapter`).
 
     The compute dtype comes from the hardware (bf16 / fp16 / fp32); `quantization` picks a bitsandbytes
     4- or 8-bit base (see `quantization_config`).
@@ -413,12 +415,8 @@ def load_model(name: str, quantization: str = "none", device: str | None = None)
     from transformers import AutoModelForCausalLM
 
     path = resolve_model(name)
-    adapter = adapter_base(path)
-    if adapter:  # a saved PEFT adapter: load its base, then the adapter on top
-        from peft import PeftModel
-
-        base, tokenizer = load_model(adapter, quantization, device)
-        return PeftModel.from_pretrained(base, path).eval(), tokenizer
+    if adapter_base(path):  # a saved PEFT adapter: its base, then the adapter on top
+        return load_adapter(path, quantization, device=device)
     dev = torch.device(device) if device else pick_device()
     dtype = pick_dtype(dev)
     model = AutoModelForCausalLM.from_pretrained(
@@ -440,6 +438,48 @@ def adapter_base(path: str) -> str | None:
     if not config.is_file():
         return None
     return json.loads(config.read_text())["base_model_name_or_path"]
+
+
+def adapter_base_model(adapter_dir: str | os.PathLike, fallback: str | None = None) -> str:
+    """The base model an adapter was trained on, as its `adapter_config.json` records it, when this
+    machine has it; else `fallback` (the same model under another path, e.g. attached differently on Kaggle)."""
+    recorded = adapter_base(str(adapter_dir))
+    if recorded is None:
+        raise FileNotFoundError(
+            f"{Path(adapter_dir) / 'adapter_config.json'} is missing: not a saved adapter"
+        )
+    if fallback is None or recorded == TINY or find_model_dir(recorded) is not None:
+        return recorded
+    return fallback
+
+
+def load_adapter(
+    adapter_dir: str | os.PathLike,
+    quantization: str = "none",
+    base: str | None = None,
+    device: str | None = None,
+    trainable: bool = False,
+):
+    """(peft model, tokenizer): a saved PEFT adapter, kept separate, on its base model quantized as asked.
+
+    The one way the series loads an adapter. `base` stands in for the recorded base when this machine
+    lacks it (see `adapter_base_model`); `trainable` leaves the adapter's weights trainable, to go on
+    training them (GRPO after SFT). The model comes back in eval mode; a trainer switches it to train.
+    """
+    from peft import PeftModel
+
+    with quiet_peft_loading():
+        model, tokenizer = load_model(adapter_base_model(adapter_dir, base), quantization, device)
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+    return peft_model.eval(), tokenizer
+
+
+@contextmanager
+def quiet_peft_loading() -> Iterator[None]:
+    """peft 0.21 reads a transformers 5 property that warns it is deprecated: noise in stored outputs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from utils.answers import matching_brace
 from utils.data import Problem
 
 MODES = ("reasoning", "tools")
@@ -112,12 +113,8 @@ def text_after_last_box(text: str) -> str | None:
     start = text.rfind("\\boxed{")
     if start < 0:
         return None
-    depth = 0
-    for i in range(start + len("\\boxed"), len(text)):
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        if depth == 0:
-            return text[i + 1 :]
-    return None
+    end = matching_brace(text, start + len("\\boxed"))
+    return None if end is None else text[end + 1 :]
 
 
 def render_example(tokenizer, example: dict) -> dict:

@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -31,8 +28,15 @@ import torch
 from utils.data import Problem
 from utils.generation import GenerationConfig, sample_reasoning
 from utils.io import atomic_write_json
-from utils.modeling import TINY, adapter_base, cpu_4bit_fallback, load_model, pick_dtype
-from utils.paths import find_model_dir
+from utils.likelihood import completion_perplexity
+from utils.modeling import (
+    adapter_base_model,  # noqa: F401 - until notebook 06 imports it from modeling
+    cpu_4bit_fallback,
+    load_adapter,
+    load_model,
+    pick_dtype,
+    quiet_peft_loading,
+)
 from utils.profiling import measure
 from utils.prompts import build_prompt, solution_for
 
@@ -52,41 +56,6 @@ def load_kind(variant: str) -> str:
 # ---------------------------------------------------------------- loading
 
 
-@contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """peft 0.21 reads a transformers 5 property that warns it is deprecated: noise in stored outputs."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        yield
-
-
-def adapter_base_model(adapter_dir: str | os.PathLike, fallback: str | None = None) -> str:
-    """The base model an adapter was trained on, as its `adapter_config.json` records it, when this
-    machine has it; else `fallback` (the same model under another path, e.g. attached differently on Kaggle)."""
-    recorded = adapter_base(str(adapter_dir))
-    if recorded is None:
-        raise FileNotFoundError(
-            f"{Path(adapter_dir) / 'adapter_config.json'} is missing: not a saved adapter"
-        )
-    if fallback is None or recorded == TINY or find_model_dir(recorded) is not None:
-        return recorded
-    return fallback
-
-
-def load_with_adapter(
-    adapter_dir: str | os.PathLike,
-    quantization: str = "none",
-    base: str | None = None,
-    device: str | None = None,
-):
-    """(peft model, tokenizer): the base (quantized as asked) with the saved adapter kept separate on top."""
-    from peft import PeftModel
-
-    with _quiet_loading():
-        model, tokenizer = load_model(adapter_base_model(adapter_dir, base), quantization, device)
-        return PeftModel.from_pretrained(model, str(adapter_dir)).eval(), tokenizer
-
-
 def merge_adapter(
     adapter_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -98,7 +67,7 @@ def merge_adapter(
     `base` is used only when the adapter's recorded base is not on this machine. Written to a temporary
     folder and renamed, so a crash never leaves a half-saved model behind.
     """
-    model, tokenizer = load_with_adapter(adapter_dir, "none", base, device)
+    model, tokenizer = load_adapter(adapter_dir, "none", base, device)
     merged = model.merge_and_unload()
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -134,9 +103,9 @@ def load_variant(
             f"the {deployment} deployment needs {'merged_dir' if deployment == 'merged' else 'adapter_dir'}"
         )
     if deployment == "separate":
-        model, tokenizer = load_with_adapter(source, kind, base, device)
+        model, tokenizer = load_adapter(source, kind, base, device)
     else:
-        with _quiet_loading():
+        with quiet_peft_loading():
             model, tokenizer = load_model(str(source), kind, device)
     if kind != "none":
         cpu_4bit_fallback(model)
@@ -226,46 +195,6 @@ def weight_memory(model) -> dict:
 
 
 # ---------------------------------------------------------------- perplexity, agreement, logits
-
-
-def completion_perplexity(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16) -> float:
-    """exp(mean negative log-likelihood) of each completion's tokens given its prompt.
-
-    Prompt and completion are tokenized together (as TRL does for prompt/completion data) and the loss
-    covers the completion's tokens only: the model is scored on the solution, not on the question.
-    """
-    if not pairs:
-        raise ValueError("completion_perplexity needs at least one (prompt, completion) pair")
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    total_nll, total_tokens = 0.0, 0
-    for start in range(0, len(pairs), batch_size):
-        rows = []
-        for prompt, completion in pairs[start : start + batch_size]:
-            n_prompt = len(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-            ids = tokenizer(prompt + completion, add_special_tokens=True)["input_ids"]
-            rows.append((ids, n_prompt))
-        width = max(len(ids) for ids, _ in rows)
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (ids, n_prompt) in enumerate(rows):  # right padding: positions start at 0 in every row
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
-            mask[i, : len(ids)] = 1
-        with torch.inference_mode():
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float()
-        targets = labels[:, 1:].to(device)
-        total_nll += torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]),
-            targets.reshape(-1),
-            ignore_index=-100,
-            reduction="sum",
-        ).item()
-        total_tokens += int((targets != -100).sum())
-    if total_tokens == 0:
-        raise ValueError("no completion tokens to score: every completion was empty")
-    return math.exp(total_nll / total_tokens)
 
 
 def solution_perplexity(

@@ -1,8 +1,18 @@
 """Running model-written Python safely: the tool of tool-integrated reasoning.
 
-Each snippet runs in a fresh `python -I -S` interpreter (the program is `utils/sandbox_child.py`) with a
-minimal environment, in a temporary working directory, and leaves nothing behind. What confines it is
-enforced by the kernel, layer by layer; each layer that a platform refuses (a Docker container refuses
+Each snippet runs in a fresh process, in a temporary working directory, and leaves nothing behind. The
+process is forked from a fork server (`utils/sandbox_server.py`, its loop in `utils/sandbox_child.py`):
+one `python -I -S` interpreter, exec'd with the sandbox's minimal environment (nothing of the caller's
+memory or environment: tokens, credentials), started on first use, restarted when it has died, gone when
+the caller exits. Per call it forks a supervisor that owns nothing of any other call: fresh descriptors
+(the call's pipes only), its own session, directory and environment, and everything below is set up in
+it anew; the server never reads a snippet (the supervisor reads it from its file) nor any output,
+and it is not dumpable (no process of its uid can ptrace it or write its memory for later forks).
+Forking skips an interpreter's start-up: a call costs a third of a bare `subprocess.run` of Python in
+CPU time. The forked processes do share the server's hash seed and memory layout (ASLR), which hide
+nothing of the caller's. Where pidfds are missing (Linux < 5.3), or with `FORK_SERVER = False`, each
+call execs its own supervisor instead, with the same layers. What confines the snippet is enforced by
+the kernel, layer by layer; each layer that a platform refuses (a Docker container refuses
 namespaces; old kernels have no Landlock) has a fallback, and `SandboxResult.isolation` names the
 layers that held for a run:
 
@@ -21,7 +31,9 @@ layers that held for a run:
 * child subreaper (PR_SET_CHILD_SUBREAPER, any Linux since 3.4, no privilege needed): every orphan of
   the snippet's subtree (double forks, setsid) is re-parented to the supervisor, not to init, so no
   process can leave it; when the snippet's process ends or the call times out, the supervisor kills
-  its children until none is left. No PID namespace: the pids a snippet prints are the caller's.
+  its children until none is left. Should the supervisor itself be killed (the grace ran out), its
+  orphans go to the fork server, a subreaper too, which kills them (and, as root, the caller kills
+  every process of the run's uid). No PID namespace: the pids a snippet prints are the caller's.
 * network namespace: no interface but a down loopback. IPC namespace: System V objects die with it.
 * Landlock (Linux 5.13+): writes only beneath the working directory (and the private tmpfs mounts),
   no TCP bind or connect (ABI 4), signals and abstract sockets scoped to the sandbox (ABI 6).
@@ -45,7 +57,10 @@ in a container without namespaces (then):
                                                           uid + removal of its files afterwards
     network                                               network namespace + seccomp (+ Landlock TCP)
     reading the caller's environment                      uid (ptrace access check)
-    a daemon that outlives the call                       subreaper (+ the parent kills the uid's)
+    a daemon that outlives the call                       subreaper (+ the fork server, a subreaper
+                                                          too, and the parent kill the uid's)
+    state left for the next call (globals, modules, fds,  a fresh fork of the server per call; the
+    files, environment)                                   server runs no snippet and keeps no fds
     forking past max_processes                            uid (RLIMIT_NPROC is per uid; root is exempt)
     killing the caller (any import of posix, pidfd)       uid, Landlock signal scope (ABI 6)
     a deep tree, many files                               tmpfs freed by the kernel, inode cap | rm -rf,
@@ -85,6 +100,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from utils.sandbox_server import ForkServer
+
 __all__ = ["GRACE_SECONDS", "SandboxConfig", "SandboxResult", "run_python"]
 
 GRACE_SECONDS = 1.0  # a call returns within timeout + this, clean-up included
@@ -96,6 +113,7 @@ _STDERR_FLOOD = 1024 * 1024
 _UID_BASE, _UID_SPAN = 1 << 30, 1 << 30  # per-call uids: far from any real account's
 _TYPE_NAME = re.compile(r"[A-Za-z_][\w.]*")
 _ERROR_MARK = "\x1e[sandbox-error] "  # what the old in-process prelude wrote to stderr; nothing reads it now
+FORK_SERVER = True  # False: exec a fresh supervisor per call (slower; the same layers)
 USE_NAMESPACES = True  # False: the fallback layers only, as in a container that refuses unshare (tests)
 AUDIT_HOOK = True  # False: no audit hook, what a snippet that defeated it would face (tests)
 
@@ -224,6 +242,7 @@ def _run(code: str, cfg: SandboxConfig) -> SandboxResult:
     start = time.monotonic()
     end_by = start + cfg.timeout + GRACE_SECONDS - _RETURN_MARGIN  # clean-up stops there; the rest returns
     uid = _take_uid()
+    server = _fork_server()
     root = os.path.realpath(tempfile.mkdtemp(prefix="sandbox-"))
     try:
         os.chmod(root, 0o711)  # the run's uid may pass through, not list
@@ -234,7 +253,10 @@ def _run(code: str, cfg: SandboxConfig) -> SandboxResult:
         code_path = os.path.join(root, "snippet.py")
         with open(os.open(code_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
             f.write(code.encode("utf-8", "surrogatepass"))  # read by the supervisor, as root
-        result = _spawn_and_collect(cfg, root, work, code_path, uid, start)
+        if server is not None:
+            result = _fork_and_collect(server, cfg, root, work, code_path, uid, start)
+        else:
+            result = _spawn_and_collect(cfg, root, work, code_path, uid, start)
     finally:
         _remove_tree(root, end_by)
         _release_uid(uid)
@@ -270,7 +292,7 @@ def _spawn_and_collect(cfg: SandboxConfig, root: str, work: str, code_path: str,
     pipes = [(proc.stdout.fileno(), out), (proc.stderr.fileno(), err), (report_r, report), (status_r, status)]
     stop = None
     try:
-        stop = _collect(proc, pipes, start + cfg.timeout)
+        stop = _collect(proc.pid, pipes, start + cfg.timeout)
         if stop is not None:
             _stop(proc, start + cfg.timeout + GRACE_SECONDS / 2, uid)
     finally:
@@ -282,6 +304,100 @@ def _spawn_and_collect(cfg: SandboxConfig, root: str, work: str, code_path: str,
         for fd in (proc.stdout, proc.stderr, report_r, status_r):
             fd.close() if hasattr(fd, "close") else os.close(fd)
     return _result(cfg, proc.returncode, stop, out, err, report, status)
+
+
+_server_lock = threading.Lock()
+_server: list[ForkServer] = []
+
+
+def _fork_server() -> ForkServer | None:
+    """The process-wide fork server, or None (exec a supervisor per call) where it is switched off or
+    pidfds are missing (Linux < 5.3): the caller could not signal a supervisor that is not its child."""
+    if not FORK_SERVER:
+        return None
+    probe = _pidfd_open(os.getpid())
+    if probe is None:
+        return None
+    os.close(probe)
+    with _server_lock:
+        if not _server:
+            _server.append(ForkServer(_interpreter(), _child_env("/")))
+        return _server[0]
+
+
+def _fork_and_collect(server: ForkServer, cfg, root: str, work: str, code_path: str, uid: int, start: float):
+    """One run through the fork server: the same supervisor, forked instead of exec'd. The pipes are
+    made here and handed over; the supervisor's end is seen on its pidfd, its exit code (should it
+    die before writing its status) comes from the server on the status pipe."""
+    out = _Capture(keep=4 * cfg.max_output_chars + 16, flood=4 * cfg.max_output_chars + 16 + _DRAIN_BYTES)
+    err = _Capture(keep=_STDERR_KEEP, flood=_STDERR_FLOOD, tail=True)
+    report, status = _Capture(keep=8192, flood=1 << 20), _Capture(keep=4096, flood=1 << 20)
+    pairs = [os.pipe() for _ in range(4)]  # stdout, stderr, report, status
+    try:
+        args = _child_argv(cfg, root, work, code_path, uid, -1, -1)[len(_interpreter()) :]
+        pid, pidfd = server.fork(args, [w for _, w in pairs], start + cfg.timeout - time.monotonic())
+    except BaseException:
+        for r, _ in pairs:
+            os.close(r)
+        raise
+    finally:
+        for _, w in pairs:
+            os.close(w)
+    pipes = [(r, cap) for (r, _), cap in zip(pairs, (out, err, report, status), strict=True)]
+    stop = None
+    try:
+        stop = _collect(pid, pipes, start + cfg.timeout, pidfd=pidfd)
+        if stop is not None:
+            _stop_forked(pidfd, start + cfg.timeout + GRACE_SECONDS / 2, uid)
+        if b"rc=" not in status.buf:  # it died before its status: the server's exit= line says how
+            _until_eof(pipes[3], start + cfg.timeout + GRACE_SECONDS - _RETURN_MARGIN)
+    finally:
+        try:  # normally a no-op (it has exited); after an error here, no supervisor runs on
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _drain(pipes)
+        if os.geteuid() == 0 and b"rc=" not in status.buf:  # the supervisor died before its clean-up
+            _kill_uid(uid)
+        for fd, _ in pipes:
+            os.close(fd)
+        os.close(pidfd)
+    fields = dict(_status_fields(status.buf.decode("utf-8", "replace")))
+    returncode = int(fields["exit"]) if fields.get("exit", "").lstrip("-").isdigit() else None
+    return _result(cfg, returncode, stop, out, err, report, status)
+
+
+def _stop_forked(pidfd: int, until: float, uid: int) -> None:
+    """`_stop` for a supervisor that is the server's child: signalled through its pidfd (no pid reuse)."""
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGUSR1)
+    except ProcessLookupError:
+        return
+    if not _readable(pidfd, until):
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if os.geteuid() == 0:
+            _kill_uid(uid)
+
+
+def _until_eof(pipe, until: float) -> None:
+    fd, cap = pipe
+    while _readable(fd, until):
+        chunk = _read(fd)
+        if chunk == b"":
+            return
+        if chunk:
+            cap.add(chunk)
+
+
+def _readable(fd: int, until: float) -> bool:
+    """Wait until `fd` is readable or the deadline passes (poll: any fd number, unlike select)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    left = until - time.monotonic()
+    return left > 0 and bool(poller.poll(left * 1000))
 
 
 def _child_argv(
@@ -311,7 +427,11 @@ def _child_argv(
         "seccomp": _seccomp_program().hex(),
         "paths": os.pathsep.join(paths),
     }
-    return [sys.executable, "-I", "-S", "-B", "-c", _launcher(), *(f"{k}={v}" for k, v in args.items())]
+    return [*_interpreter(), *(f"{k}={v}" for k, v in args.items())]
+
+
+def _interpreter() -> list[str]:
+    return [sys.executable, "-I", "-S", "-B", "-c", _launcher()]
 
 
 @functools.lru_cache(maxsize=1)
@@ -399,9 +519,12 @@ class _Capture:
         return self.total > self.flood
 
 
-def _collect(proc: subprocess.Popen, pipes: list, deadline: float) -> str | None:
-    """Read the pipes until the supervisor exits; returns 'timeout', 'flood' or None (it exited)."""
-    pidfd = _pidfd_open(proc.pid)
+def _collect(pid: int, pipes: list, deadline: float, pidfd: int | None = None) -> str | None:
+    """Read the pipes until the supervisor exits; returns 'timeout', 'flood' or None (it exited).
+    Without a pidfd (`pid` is then this process's child) it polls with waitid."""
+    own_pidfd = pidfd is None
+    if own_pidfd:
+        pidfd = _pidfd_open(pid)
     with selectors.DefaultSelector() as sel:
         for fd, cap in pipes:
             os.set_blocking(fd, False)
@@ -410,7 +533,7 @@ def _collect(proc: subprocess.Popen, pipes: list, deadline: float) -> str | None
             sel.register(pidfd, selectors.EVENT_READ, None)
         try:
             while True:
-                if pidfd is None and _has_exited(proc.pid):
+                if pidfd is None and _has_exited(pid):
                     return None
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -426,7 +549,7 @@ def _collect(proc: subprocess.Popen, pipes: list, deadline: float) -> str | None
                         if key.data.flooded and key.data in (pipes[0][1], pipes[1][1]):
                             return "flood"
         finally:
-            if pidfd is not None:
+            if pidfd is not None and own_pidfd:
                 os.close(pidfd)
 
 
@@ -584,13 +707,15 @@ def _result(cfg, returncode, stop, out, err, report, status) -> SandboxResult:
 
 
 def _status_fields(text: str):
-    line = text.strip().splitlines()[-1] if text.strip() else ""
-    if line.startswith("failure="):
-        yield "failure", line[len("failure=") :]
-        return
-    for item in line.split():
-        key, _, value = item.partition("=")
-        yield key, value
+    """key=value fields of the status lines: the supervisor's (`rc=... layers=...` or `failure=...`),
+    then, through the fork server, the server's `exit=<supervisor's exit code>`."""
+    for line in text.strip().splitlines():
+        if line.startswith("failure="):
+            yield "failure", line[len("failure=") :]
+            continue
+        for item in line.split():
+            key, _, value = item.partition("=")
+            yield key, value
 
 
 def _report_lines(text: str):

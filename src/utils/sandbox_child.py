@@ -1,9 +1,11 @@
-"""The child side of `utils.sandbox`: `python -I -S -B -c <import this file> key=value...` (as root or not).
+"""The child side of `utils.sandbox`: `python -I -S -B -c <import this file> serve <fd>` (the fork server,
+see `serve`), or `... key=value...` (one supervisor, exec'd: the fallback), as root or not.
 
 Imported from its directory (then removed from sys.path) rather than run as a script, so that its
-cached bytecode is used: compiling 600 lines on every run would cost milliseconds.
+cached bytecode is used: compiling 800 lines on every exec would cost milliseconds.
 
-Two processes; the second runs the snippet once it has confined itself:
+Two processes per run (the first forked by the server, or exec'd); the second runs the snippet once it
+has confined itself:
 
 * the supervisor (the process `run_python` started) unshares new mount, network and IPC namespaces
   where the kernel allows it, makes /tmp, /var/tmp and /run/lock read-only, mounts one size- and
@@ -31,7 +33,7 @@ import sys
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET = 0x20000, 0x08000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 1, 38, 22, 2
-PR_SET_CHILD_SUBREAPER = 36
+PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE = 36, 4
 PR_SET_KEEPCAPS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_DAC_READ_SEARCH = 8, 47, 2, 2
 SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
 # No PID namespace: the pids a snippet prints stay the caller's (tests check them); the subreaper
@@ -728,7 +730,205 @@ def _exit_now(code: int) -> None:
     os._exit(code & 0xFF if code >= 0 else 255)
 
 
+# ----------------------------------------------------------------------------------------------
+# The fork server: one clean interpreter, started once, forks a fresh supervisor per call
+
+
+def serve(control: int) -> None:
+    """Serve run requests on the `control` socket (SOCK_SEQPACKET) until the caller closes it.
+
+    A request is the supervisor's key=value arguments, NUL-separated, with four descriptors attached
+    (the snippet's stdout, stderr, report pipe and the status pipe). Each request forks a supervisor
+    that does exactly what an exec'd one does (`supervise`); the reply is its pid and a pidfd for it.
+    This process holds no secrets: it was exec'd with the sandbox's minimal environment, never reads a
+    snippet (the supervisor reads it from its file after the fork) nor any output. It reaps each
+    supervisor, kills what is left of its process group, appends `exit=<code>` to the status pipe and
+    closes it: EOF there tells the caller that the run is over. As a child subreaper it also kills any
+    orphan of a supervisor that was killed before its own clean-up."""
+    import _socket
+    import select
+
+    _warm()
+    _check(_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "subreaper")
+    # Not dumpable: a process of the same uid (a snippet, when the caller is not root) can neither
+    # ptrace it nor open its /proc/<pid>/mem, so no snippet can plant anything in the next call's fork.
+    _check(_libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, control)
+    poller = select.poll()
+    poller.register(control, select.POLLIN)
+    active: dict[int, tuple[int, int]] = {}  # pidfd: (supervisor pid, status pipe)
+    while True:
+        for fd, _ in poller.poll():
+            if fd != control:
+                _reap(fd, active.pop(fd))
+                poller.unregister(fd)
+                continue
+            try:
+                msg, fds = _receive(sock)
+            except OSError:
+                msg, fds = b"", []
+            if not msg:  # the caller is gone: so is everything it started
+                _kill_descendants()
+                os._exit(0)
+            try:
+                pid, pidfd = _fork_supervisor(msg, fds, sock)
+            except Exception as exc:  # a bad request or no fork possible: the caller reports it
+                _close(fds)
+                _reply(sock, f"error={type(exc).__name__}: {exc}", None)
+                continue
+            active[pidfd] = (pid, fds[3])
+            _close(fds[:3])
+            poller.register(pidfd, select.POLLIN)
+            _reply(sock, f"pid={pid}", pidfd)
+        _kill_strays({pid for pid, _ in active.values()})
+
+
+def _warm() -> None:
+    """Import, once, what every snippet process would import: the fork inherits it."""
+    import _ast  # noqa: F401
+    import _posixsubprocess  # noqa: F401
+    import _stat  # noqa: F401
+    import atexit  # noqa: F401
+    import builtins  # noqa: F401
+    import linecache  # noqa: F401
+    import traceback  # noqa: F401
+
+    _libc()
+    import gc
+
+    gc.freeze()  # the collector leaves the server's objects alone in every fork: fewer copied pages
+
+
+def _receive(sock) -> tuple[bytes, list[int]]:
+    import _socket
+
+    space = _socket.CMSG_SPACE(4 * 4)
+    msg, ancillary, flags, _ = sock.recvmsg(1 << 17, space, _socket.MSG_CMSG_CLOEXEC)
+    fds = []
+    for level, kind, data in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds += [int.from_bytes(data[i : i + 4], sys.byteorder) for i in range(0, len(data) - 3, 4)]
+    if msg and (len(fds) != 4 or flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC)):
+        _close(fds)
+        raise OSError("malformed request")
+    return msg, fds
+
+
+def _reply(sock, text: str, pidfd: int | None) -> None:
+    import _socket
+
+    rights = [] if pidfd is None else [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _u(pidfd, 4))]
+    try:
+        sock.sendmsg([text.encode()], rights)
+    except OSError:
+        pass  # the caller is gone: the next poll reads EOF
+
+
+def _close(fds) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _fork_supervisor(msg: bytes, fds: list[int], sock) -> tuple[int, int]:
+    args = _parse(msg.decode("utf-8", "surrogateescape").split("\0"))
+    server = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            sock.close()  # first: the snippet must never reach the server's control socket
+            _enter_call(args, fds, server)
+            supervise(args)
+        except BaseException:  # what an exec'd supervisor would print before dying
+            import traceback
+
+            traceback.print_exc()
+            sys.stderr.flush()
+        finally:
+            os._exit(1)  # never back into the server's loop
+    try:
+        return pid, os.pidfd_open(pid)
+    except OSError:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+
+
+def _enter_call(args: dict, fds: list[int], server: int) -> None:
+    """Make this forked process what an exec'd supervisor starts as: its own session, /dev/null,
+    the call's pipes as stdout and stderr, no other descriptor but the report and status pipes, the
+    run's directory and environment; and it dies with the server."""
+    _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != server:
+        os._exit(1)
+    _libc().prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # as an exec'd supervisor is (the server is not)
+    os.setsid()
+    out, err, report, status = fds
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    low, high = sorted((report, status))
+    os.closerange(3, low)
+    os.closerange(low + 1, high)
+    os.closerange(high + 1, max(high + 2, os.sysconf("SC_OPEN_MAX")))
+    args["report_fd"], args["status_fd"] = report, status
+    _fresh_stdio()
+    os.chdir(args["root"])
+    os.environ["HOME"] = os.environ["TMPDIR"] = args["work"]
+
+
+_SERVER_STDIO: list = []  # the server's own stdio objects: kept, so that no collection closes fds 0-2
+
+
+def _fresh_stdio() -> None:
+    """sys.stdin/stdout/stderr as an exec'd interpreter would build them over the new fds 0-2 (the
+    server's were built over /dev/null: seekable, which a pipe is not)."""
+    import io
+
+    _SERVER_STDIO.append((sys.stdin, sys.stdout, sys.stderr))
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        old = getattr(sys, name)
+        raw = open(fd, "rb" if fd == 0 else "wb", closefd=False)
+        new = io.TextIOWrapper(raw, encoding=old.encoding, errors=old.errors, write_through=fd == 2)
+        setattr(sys, name, new)
+        setattr(sys, f"__{name}__", new)
+
+
+def _reap(pidfd: int, call: tuple[int, int]) -> None:
+    """A supervisor ended: kill its group while its zombie still holds the id, reap it, report."""
+    pid, status = call
+    os.close(pidfd)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    try:
+        _send(status, f"exit={code}")
+    except OSError:
+        pass
+    os.close(status)
+
+
+def _kill_strays(supervisors: set[int]) -> None:
+    """Orphans that came here (their supervisor was killed before it killed them): kill and reap,
+    until none is left (each one's own children come here as it dies)."""
+    for _ in range(1000):  # bounded: a server that hangs here would stall every call
+        strays = [pid for pid in _children() if pid not in supervisors]
+        if not strays:
+            return
+        for pid in strays:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["serve"]:
+        serve(int(argv[1]))
     supervise(_parse(argv))
 
 

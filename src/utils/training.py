@@ -1,8 +1,11 @@
-"""Supervised fine-tuning with TRL's SFTTrainer: one code path for every adapter and base precision.
+"""Supervised fine-tuning's plumbing around TRL's `SFTTrainer`: datasets, resuming the same run, time and
+memory, the saved adapter and the training summary.
 
-The recipe is data (`TrainingConfig`), in the spirit of the AIMO 1 winner's YAML recipes: packed
-batches, loss on the answer only, warm-up then cosine decay, gradient accumulation, checkpoints every
-`save_steps` and resumption from the last one when rerun (Kaggle sessions end without warning).
+The configuration is the libraries' own objects, a `peft.LoraConfig` and a `trl.SFTConfig`, written out in
+notebook 02's cells. What is here is what those cells do not teach: notebook 01's rows as datasets, matching
+checkpoints to the run that wrote them (a Kaggle session ends without warning: a rerun resumes the same run,
+and never crashes on a half-written checkpoint), measuring, and saving. `train_sft` chains the same functions
+that notebook 02's cells call, for notebook 03's runner, the tests and the benchmarks.
 """
 
 from __future__ import annotations
@@ -19,62 +22,23 @@ import torch
 from utils.checkpoints import STATE_FILE, checkpoint_folders, last_valid_checkpoint
 from utils.io import atomic_write_json, fingerprint
 from utils.modeling import pick_dtype
-from utils.profiling import measure
+from utils.profiling import Measurement, measure
 
-
-@dataclass
-class LoraSettings:
-    """LoRA's knobs; all linear layers by default (QLoRA paper: adapters everywhere beat attention-only)."""
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: str | list = "all-linear"
-    use_rslora: bool = False
-    use_dora: bool = False
-
-    def peft_config(self):
-        from peft import LoraConfig
-
-        return LoraConfig(
-            r=self.r,
-            lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
-            target_modules=self.target_modules,
-            use_rslora=self.use_rslora,
-            use_dora=self.use_dora,
-            task_type="CAUSAL_LM",
-        )
-
-
-@dataclass
-class TrainingConfig:
-    """One training run's recipe.
-
-    `packing="auto"` packs examples best-fit-decreasing into padding-free rows (positions restart per
-    example, so no example sees another) on a GPU, and pads on a CPU: without a variable-length attention
-    kernel, attention over a packed row costs the square of its length, which on a CPU outweighs the padding
-    saved (measured by `make bench`). `gradient_checkpointing="auto"` turns it on for models over 1B
-    parameters (about 30% more compute for far less activation memory; a tiny model gains nothing)."""
-
-    max_steps: int = 300
-    batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 2e-3
-    warmup_steps: int = 20
-    lr_scheduler: str = "cosine"
-    weight_decay: float = 0.0
-    max_length: int = 256
-    packing: bool | str = "auto"
-    packing_strategy: str = "bfd"
-    completion_only_loss: bool = True
-    gradient_checkpointing: str | bool = "auto"
-    eval_steps: int = 100
-    save_steps: int = 50
-    save_total_limit: int = 2
-    logging_steps: int = 10
-    seed: int = 0
-    extra: dict = field(default_factory=dict)
+RUN_FILE = "run.json"
+# SFTConfig fields that say where a run writes, logs or reports, not what it trains: a checkpoint resumes
+# whatever they are (a run folder copied elsewhere, a different logging or saving cadence).
+NOT_THE_RESULT = (
+    "output_dir",
+    "run_name",
+    "project",
+    "report_to",
+    "disable_tqdm",
+    "resume_from_checkpoint",
+    "include_num_input_tokens_seen",
+    "skip_memory_metrics",
+    "dataloader_num_workers",
+)
+NOT_THE_RESULT_PREFIXES = ("logging_", "log_", "save_", "hub_", "push_to_hub", "trackio_")
 
 
 @dataclass
@@ -97,20 +61,56 @@ class TrainResult:
         return asdict(self)
 
 
+# ---------------------------------------------------------------- data and hardware
+
+
+def training_rows(root_output_dir: str | Path, sources: str, tokenizer, max_validation: int = 200):
+    """Notebook 01's train and validation examples from `sources` ("all" or comma-separated names),
+    rendered as prompt/completion pairs with `tokenizer`'s chat template."""
+    from utils.io import read_jsonl
+    from utils.prompts import render_example
+
+    folder = Path(root_output_dir) / "01_data_prep"
+    if not (folder / "train.jsonl").is_file():
+        raise FileNotFoundError(f"{folder / 'train.jsonl'} is missing: run notebook 01 first")
+    wanted = None if sources.strip() == "all" else {s.strip() for s in sources.split(",")}
+
+    def rows(name: str) -> list[dict]:
+        examples = [e for e in read_jsonl(folder / name) if wanted is None or e["source"] in wanted]
+        return [render_example(tokenizer, e) | {"id": e["id"], "mode": e["mode"]} for e in examples]
+
+    train, validation = rows("train.jsonl"), rows("validation.jsonl")[:max_validation]
+    if not train:
+        raise ValueError(f"no training examples from sources {sources!r} in {folder / 'train.jsonl'}")
+    return train, validation
+
+
+def sft_datasets(train_rows: list[dict], eval_rows: list[dict] | None = None):
+    """(train, eval) `datasets.Dataset`s of prompt/completion pairs, the form in which `SFTTrainer` masks the
+    prompt out of the loss (`completion_only_loss`); eval is None without eval rows."""
+    from datasets import Dataset
+
+    def dataset(rows):
+        return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+
+    return dataset(train_rows), dataset(eval_rows) if eval_rows else None
+
+
+def hardware_precision(model) -> dict:
+    """`SFTConfig`'s `use_cpu`, `bf16` and `fp16` for the device `model` is on: bf16 where the GPU has it,
+    fp16 on a T4 (see `utils.modeling.pick_dtype`), fp32 on a CPU (where TRL's default, bf16, raises)."""
+    device = next(model.parameters()).device
+    dtype = pick_dtype(device)
+    return {"use_cpu": device.type == "cpu", "bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
+
+
 def count_parameters(model) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
 
 
-def _use_checkpointing(model, setting) -> bool:
-    if setting == "auto":
-        return count_parameters(model)[1] > 1e9
-    return bool(setting)
-
-
-def _use_packing(setting, device: torch.device) -> bool:
-    return device.type == "cuda" if setting == "auto" else bool(setting)
+# ---------------------------------------------------------------- checkpoints of the same run
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:
@@ -120,21 +120,23 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     return str(ckpts[0]) if ckpts else None
 
 
-RUN_FILE = "run.json"
-
-
-def run_fingerprint(model, config: TrainingConfig, train_rows: list[dict], peft_config=None) -> str:
-    """What a checkpoint depends on: the base model (its path and architecture), the recipe, the adapter
-    settings and the training rows. A checkpoint is resumed only by a run with the same fingerprint."""
+def run_fingerprint(model, args, train_rows: list[dict]) -> str:
+    """What a checkpoint depends on: the base model (its path and architecture), the `SFTConfig` `args`
+    (less where it writes and logs), the peft configs applied to `model` and the training rows. A checkpoint
+    is resumed only by a run with the same fingerprint."""
     base = getattr(model, "config", None)
-    peft = peft_config.to_dict() if hasattr(peft_config, "to_dict") else peft_config
-    rows = fingerprint(train_rows, 64)
+    recipe = {
+        k: v
+        for k, v in args.to_dict().items()
+        if k not in NOT_THE_RESULT and not k.startswith(NOT_THE_RESULT_PREFIXES)
+    }
+    adapters = getattr(model, "peft_config", None) or {}
     parts = {
         "model": getattr(base, "_name_or_path", None),
         "architecture": base.to_json_string(use_diff=False) if base is not None else None,
-        "config": asdict(config),
-        "peft": peft,
-        "rows": rows,
+        "sft_config": recipe,
+        "peft": {name: config.to_dict() for name, config in adapters.items()},
+        "rows": fingerprint(train_rows, 64),
     }
     return fingerprint(parts)
 
@@ -178,94 +180,56 @@ def recorded_fingerprint(path: Path) -> str | None:
         return None
 
 
-def sft_config(config: TrainingConfig, output_dir: str | Path, model, has_eval: bool):
-    from trl import SFTConfig
-
-    device = next(model.parameters()).device
-    dtype = pick_dtype(device)
-    checkpointing = _use_checkpointing(model, config.gradient_checkpointing)
-    return SFTConfig(
-        output_dir=str(output_dir),
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_steps,
-        lr_scheduler_type=config.lr_scheduler,
-        weight_decay=config.weight_decay,
-        max_length=config.max_length,
-        packing=_use_packing(config.packing, device),
-        packing_strategy=config.packing_strategy,
-        completion_only_loss=config.completion_only_loss,
-        activation_checkpointing=checkpointing,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=config.eval_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_steps=config.logging_steps,
-        seed=config.seed,
-        data_seed=config.seed,
-        use_cpu=device.type == "cpu",
-        bf16=dtype == torch.bfloat16,
-        fp16=dtype == torch.float16,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding",
-        **config.extra,
-    )
+def resume_point(trainer, train_rows: list[dict]) -> str | None:
+    """The checkpoint `trainer.train(resume_from_checkpoint=...)` should take: the newest intact one of this
+    same run in `trainer.args.output_dir`, or None (see `resumable_checkpoint`)."""
+    key = run_fingerprint(trainer.model, trainer.args, train_rows)
+    return resumable_checkpoint(trainer.args.output_dir, key)
 
 
-def train_sft(
-    model,
-    tokenizer,
-    train_rows: list[dict],
-    eval_rows: list[dict] | None,
-    config: TrainingConfig,
-    output_dir: str | Path,
-    peft_config=None,
-    callbacks: tuple = (),
-) -> TrainResult:
-    """Train `model` (with `peft_config` applied, when given) on prompt/completion rows.
+# ---------------------------------------------------------------- measuring and saving
 
-    Reruns resume from the last checkpoint in `output_dir`; the final weights (the adapter alone for a
-    PEFT model) and the tokenizer are saved to `output_dir/final`, with `training.json` beside them.
-    """
-    from datasets import Dataset
-    from trl import SFTTrainer
 
-    output_dir = Path(output_dir)
-    cols = ["prompt", "completion"]
-    train_ds = Dataset.from_list([{k: r[k] for k in cols} for r in train_rows])
-    eval_ds = Dataset.from_list([{k: r[k] for k in cols} for r in eval_rows]) if eval_rows else None
-    args = sft_config(config, output_dir, model, has_eval=eval_ds is not None)
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=list(callbacks),
-    )
-    from transformers.trainer_callback import PrinterCallback
+def training_meter():
+    """A trainer callback measuring the wall time and peak memory of `trainer.train()` into its `.result`
+    (`utils.profiling.measure`), so that the training cell stays the library's call alone:
+    `trainer.add_callback(meter := training_meter())`. Built here, not at import, so that importing this
+    module does not import transformers (a notebook silences its warnings first)."""
+    from transformers import TrainerCallback
 
-    trainer.remove_callback(PrinterCallback)  # logs go to log_history and the loss plot, not to stdout
-    resume = resumable_checkpoint(output_dir, run_fingerprint(model, config, train_rows, peft_config))
-    with measure(next(trainer.model.parameters()).device) as m:
-        trainer.train(resume_from_checkpoint=resume)
+    class TrainingMeter(TrainerCallback):
+        def __init__(self):
+            self.result = Measurement()
+            self._measure = None
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self._measure = measure(next(model.parameters()).device)
+            self.result = self._measure.__enter__()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self._measure is not None:
+                self._measure.__exit__(None, None, None)
+                self._measure = None
+
+    return TrainingMeter()
+
+
+def finish_run(trainer, meter, resumed_from: str | None = None) -> TrainResult:
+    """Save the trained weights (the adapter alone for a peft model) and the tokenizer to
+    `<output_dir>/final`, write the summary to `<output_dir>/training.json` (atomically) and return it, with
+    `.model` the trained model in eval mode (not serialized)."""
+    output_dir = Path(trainer.args.output_dir)
     final = output_dir / "final"
     if final.exists():
         shutil.rmtree(final)
     trainer.save_model(str(final))
-    tokenizer.save_pretrained(str(final))
+    trainer.processing_class.save_pretrained(str(final))
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
-    tokens = int(trainer.state.num_input_tokens_seen)
+    tokens = int(trainer.state.num_input_tokens_seen)  # needs include_num_input_tokens_seen in the SFTConfig
     trainable, total = count_parameters(trainer.model)
+    m = meter.result
     result = TrainResult(
         output_dir=str(final),
         steps=trainer.state.global_step,
@@ -278,14 +242,11 @@ def train_sft(
         memory_kind=m.memory_kind,
         trainable_parameters=trainable,
         total_parameters=total,
-        resumed_from=resume,
+        resumed_from=resumed_from,
         log_history=history,
     )
     atomic_write_json(output_dir / "training.json", result.to_dict())
-    trainer.model.eval()
-    model_out = trainer.model
-    del trainer
-    result.model = model_out  # not serialized: the trained model, ready to evaluate
+    result.model = trainer.model.eval()  # not serialized: the trained model, ready to evaluate
     return result
 
 
@@ -293,22 +254,37 @@ def load_log(output_dir: str | Path) -> dict:
     return json.loads((Path(output_dir) / "training.json").read_text())
 
 
-def training_rows(root_output_dir: str | Path, sources: str, tokenizer, max_validation: int = 200):
-    """Notebook 01's train and validation examples from `sources` ("all" or comma-separated names),
-    rendered as prompt/completion pairs with `tokenizer`'s chat template."""
-    from utils.io import read_jsonl
-    from utils.prompts import render_example
+# ---------------------------------------------------------------- notebook 02's cells in one call
 
-    folder = Path(root_output_dir) / "01_data_prep"
-    if not (folder / "train.jsonl").is_file():
-        raise FileNotFoundError(f"{folder / 'train.jsonl'} is missing: run notebook 01 first")
-    wanted = None if sources.strip() == "all" else {s.strip() for s in sources.split(",")}
 
-    def rows(name: str) -> list[dict]:
-        examples = [e for e in read_jsonl(folder / name) if wanted is None or e["source"] in wanted]
-        return [render_example(tokenizer, e) | {"id": e["id"], "mode": e["mode"]} for e in examples]
+def train_sft(
+    model,
+    tokenizer,
+    train_rows: list[dict],
+    eval_rows: list[dict] | None,
+    args,
+    peft_config=None,
+    callbacks: tuple = (),
+) -> TrainResult:
+    """Train `model` (with `peft_config` applied by `SFTTrainer`, when given) on prompt/completion rows with
+    the `trl.SFTConfig` `args`: the steps of notebook 02's cells. A rerun resumes the last checkpoint of the
+    same run in `args.output_dir`; the final weights go to `<output_dir>/final`, `training.json` beside them.
+    `args.eval_strategy` must be "no" when there are no `eval_rows`."""
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTTrainer
 
-    train, validation = rows("train.jsonl"), rows("validation.jsonl")[:max_validation]
-    if not train:
-        raise ValueError(f"no training examples from sources {sources!r} in {folder / 'train.jsonl'}")
-    return train, validation
+    train_dataset, eval_dataset = sft_datasets(train_rows, eval_rows)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=list(callbacks),
+    )
+    trainer.remove_callback(PrinterCallback)  # logs go to log_history (and the loss plot), not to stdout
+    trainer.add_callback(meter := training_meter())
+    resume = resume_point(trainer, train_rows)
+    trainer.train(resume_from_checkpoint=resume)
+    return finish_run(trainer, meter, resume)

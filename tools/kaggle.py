@@ -1,6 +1,7 @@
 """Package the series for Kaggle (`make kaggle`) and upload it (`make kaggle-push`).
 
-`python -m utils.kaggle build --out dist/kaggle` writes, from scratch and then swapped in whole:
+A developer tool, outside the package it uploads: run from the repository root with the package on the path,
+`PYTHONPATH=src python -m tools.kaggle build --out dist/kaggle` writes, from scratch and then swapped in whole:
 - `package/`: this package (`src/utils/**`) and `requirements.txt` as a Kaggle dataset;
 - `wheels/`: a flat folder of wheels for what Kaggle's image lacks or has at another version (never torch:
   Kaggle's CUDA build must stay), so that every notebook installs offline, the submission included;
@@ -9,10 +10,9 @@
   and a `kernel-metadata.json` with every field set;
 - `manifest.json`: what was written and which notebook's output feeds which.
 
-`python -m utils.kaggle push [--dry-run]` runs the `kaggle` CLI on those folders in order.
+`python -m tools.kaggle push [--dry-run]` runs the `kaggle` CLI on those folders in order.
 
-On Kaggle the setup cell imports `link_outputs` and `check_requirements` from here: keep this module's
-top-level imports to the standard library.
+On Kaggle the setup cell calls `utils.kaggle_setup`, the only part of this work that runs there.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ WHEEL_ROOTS = (
     "math-verify",
 )
 # Dependencies left to Kaggle's image, never shipped: torch and what its CUDA build and the notebook
-# server rely on. A shipped package needing a newer one is reported by `check_requirements` on Kaggle.
+# server rely on. A shipped package needing a newer one is reported on Kaggle by the setup cell
+# (`utils.kaggle_setup.check_requirements`).
 KAGGLE_PROVIDED = frozenset({
     "torch", "torchvision", "torchaudio", "triton", "numpy", "pandas", "pyarrow", "scipy", "python-dateutil",
     "tzdata", "pytz", "sympy", "mpmath", "networkx", "jinja2", "markupsafe", "filelock", "fsspec",
@@ -311,40 +312,6 @@ def download_wheels(
     return copied
 
 
-def check_requirements(pins: Iterable[str]) -> list[str]:
-    """On Kaggle, after installing: each problem found with the pinned packages, as a sentence.
-
-    A pinned package not installed at its pin, or a requirement of one (for this interpreter) that the
-    image does not satisfy. Empty when everything fits.
-    """
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    from packaging.requirements import Requirement
-
-    problems = []
-    for pin in pins:
-        req = Requirement(pin)
-        try:
-            dist = distribution(req.name)
-        except PackageNotFoundError:
-            problems.append(f"{req.name} is not installed")
-            continue
-        if dist.version not in req.specifier:
-            problems.append(f"{req.name} {dist.version} is installed, not {req.specifier}")
-        for text in dist.requires or []:
-            need = Requirement(text)
-            if need.marker is not None and not need.marker.evaluate({"extra": ""}):
-                continue
-            try:
-                have = distribution(need.name).version
-            except PackageNotFoundError:
-                problems.append(f"{req.name} needs {need.name}{need.specifier}, which is not installed")
-                continue
-            if not need.specifier.contains(have, prereleases=True):
-                problems.append(f"{req.name} needs {need.name}{need.specifier}; {have} is installed")
-    return problems
-
-
 # ---------------------------------------------------------------------------------------------- notebooks
 
 
@@ -435,7 +402,7 @@ subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
 importlib.invalidate_caches()
 sys.path.insert(0, str(attached("{PACKAGE_SLUG}") / "src"))
 
-from utils.kaggle import check_requirements, link_outputs
+from utils.kaggle_setup import check_requirements, link_outputs
 
 for problem in check_requirements(WHEELS):
     print("warning:", problem)
@@ -536,7 +503,7 @@ class BuildOptions:
     competition: str = "aimo3"
     wheels: bool = True
     data_dir: Path | None = None
-    root: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2])
+    root: Path = field(default_factory=lambda: Path(__file__).resolve().parents[1])
     notebooks_dir: Path | None = None  # default: <root>/notebooks
     wheel_cache: Path | None = None  # default: <root>/cache/kaggle_wheels
     also: tuple[str, ...] = ()
@@ -714,41 +681,6 @@ def _data_dataset(folder: Path, data_dir: Path, user: str) -> dict:
     return {"id": meta["id"], "folder": "data", "files": sorted(copied)}
 
 
-# ---------------------------------------------------------------------------------------------- on Kaggle
-
-
-def link_outputs(
-    needs: Mapping[str, str], input_root: Path | None = None, working: Path | None = None
-) -> dict:
-    """Make each earlier notebook's output folder appear where this notebook reads it: OUTPUT_DIR/<name>.
-
-    `needs` maps the folder name (`01_data_prep`) to the kernel slug whose output holds it, attached via
-    `kernel_sources`. Symlinks into the working folder; a real folder already there is kept.
-    """
-    from utils.paths import KAGGLE_INPUT, KAGGLE_WORKING
-
-    input_root, working = input_root or KAGGLE_INPUT, working or KAGGLE_WORKING
-    linked = {}
-    for name, slug in needs.items():
-        candidates = [input_root / slug / name, *sorted(input_root.glob(f"*/*/{slug}/{name}"))]
-        source = next((c for c in candidates if c.is_dir()), None)
-        if source is None:
-            raise FileNotFoundError(
-                f"{name}/ not found: attach the output of notebook {slug!r} "
-                f"(Add Input > Notebooks) after it has run; looked in "
-                f"{', '.join(map(str, candidates))}"
-            )
-        target = working / name
-        if target.is_symlink():
-            target.unlink()
-        if not target.exists():
-            working.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(source, target_is_directory=True)
-        linked[name] = target.resolve()
-        print(f"{name}: {source}")
-    return linked
-
-
 # ---------------------------------------------------------------------------------------------- push
 
 
@@ -902,7 +834,7 @@ def _wait_for(
 def main(argv: Sequence[str] | None = None) -> int:
     from utils.recipes import RecipeError
 
-    parser = argparse.ArgumentParser(prog="python -m utils.kaggle", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.kaggle", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="write dist/kaggle")
     b.add_argument("--out", type=Path, default=Path("dist/kaggle"))
@@ -915,7 +847,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="download the wheels from PyPI (--no-wheels: use what cache/kaggle_wheels holds)",
     )
     b.add_argument("--data-dir", type=Path, default=None, help="public data sets to upload as a dataset")
-    b.add_argument("--recipe", default=None, help="recipes/<name> whose values the kernels' parameters cells take")
+    b.add_argument(
+        "--recipe", default=None, help="recipes/<name> whose values the kernels' parameters cells take"
+    )
     b.add_argument(
         "--also",
         action="append",
