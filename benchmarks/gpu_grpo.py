@@ -42,7 +42,10 @@ PROMPT_WORDS = 60  # about 100 tokens: a competition problem's length in the emb
 def prompts(n: int) -> list[str]:
     """Distinct word problems of the embedded task's shape."""
     words = "a train leaves at noon and travels at a steady speed how many kilometres does it cover".split()
-    return [f"Problem {i}: " + " ".join(words[(i + j) % len(words)] for j in range(PROMPT_WORDS)) for i in range(n)]
+    return [
+        f"Problem {i}: " + " ".join(words[(i + j) % len(words)] for j in range(PROMPT_WORDS))
+        for i in range(n)
+    ]
 
 
 def length_reward(completions, **kwargs) -> list[float]:
@@ -86,7 +89,11 @@ def load_base(path: Path, quantized: bool, device: str):
     kwargs = {"quantization_config": quant_configs()["nf4_dq"]} if quantized else {}
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, device_map={"": 0 if device == "cuda" else "cpu"}, attn_implementation="sdpa", **kwargs
+        path,
+        dtype=dtype,
+        device_map={"": 0 if device == "cuda" else "cpu"},
+        attn_implementation="sdpa",
+        **kwargs,
     )
     if quantized:
         from peft import prepare_model_for_kbit_training
@@ -106,7 +113,9 @@ def grpo_run(path: Path, tokenizer, quantized: bool, shape: dict, device: str, w
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     model = load_base(path, quantized, device)
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"
+    )
     model = get_peft_model(model, lora)
     loaded_gib = torch.cuda.memory_allocated() / 2**30 if device == "cuda" else None
     completions_per_step = shape["groups_per_step"] * shape["num_generations"]
@@ -152,7 +161,9 @@ def grpo_run(path: Path, tokenizer, quantized: bool, shape: dict, device: str, w
         "step_seconds": [round(s, 2) for s in timer.seconds],
         "median_step_s_after_warmup": round(step_s, 2),
         "mean_completion_tokens": round(mean_length, 1) if mean_length else None,
-        "completion_tokens_per_s": round(completions_per_step * mean_length / step_s, 1) if mean_length else None,
+        "completion_tokens_per_s": round(completions_per_step * mean_length / step_s, 1)
+        if mean_length
+        else None,
         "logged": logs[-1] if logs else None,
     }
     if device == "cuda":
@@ -196,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t = time.monotonic()
         try:
-            result["runs"][name] = grpo_run(work / "random_7b", tokenizer, name == "qlora", shape, device, work)
+            result["runs"][name] = grpo_run(
+                work / "random_7b", tokenizer, name == "qlora", shape, device, work
+            )
         except Exception as exc:  # recorded; the next run still goes
             result["runs"][name] = {"error": "".join(traceback.format_exception(exc)[-4:])}
         result["runs"][name]["wall_s"] = round(time.monotonic() - t, 1)

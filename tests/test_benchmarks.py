@@ -287,6 +287,9 @@ def test_gpu_grpo_measures_trl_grpo_steps_on_whatever_device_there_is(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     runs = json.loads(out.read_text())["runs"]
     assert set(runs) == {"qlora", "bf16"}
-    for run in runs.values():
-        assert len(run["step_seconds"]) == run["steps"] + 1 and run["median_step_s_after_warmup"] > 0
-        assert run["mean_completion_tokens"] > 0 and run["logged"]["completions/mean_length"] > 0
+    for measured in runs.values():
+        assert (
+            len(measured["step_seconds"]) == measured["steps"] + 1
+            and measured["median_step_s_after_warmup"] > 0
+        )
+        assert measured["mean_completion_tokens"] > 0 and measured["logged"]["completions/mean_length"] > 0

@@ -63,4 +63,3 @@ def test_without_a_hub_it_says_so_in_one_line_and_writes_nothing(tmp_path, monke
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no hub reachable" in err
     assert not (tmp_path / "data").exists()
-
