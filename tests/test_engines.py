@@ -122,16 +122,20 @@ def test_quantization_and_lora_ranks_map_to_what_vllm_accepts(tmp_path):
         adapter_rank(tmp_path)
 
 
-def test_without_vllm_the_engine_says_how_to_get_it(tiny_model):
-    pytest.importorskip("utils.engine_vllm")
+def test_without_vllm_a_submission_warns_and_decodes_with_transformers(tiny_model):
+    """A Kaggle kernel whose recipe says vllm but whose wheels are missing still answers, and says why."""
     try:
         import vllm  # noqa: F401
 
         pytest.skip("vLLM is installed here: the engine loads (tests/test_engine_vllm.py)")
     except ImportError:
         pass
-    with pytest.raises(ImportError, match="make vllm"):
-        load_submission_model(str(tiny_model), engine="vllm")
+    with pytest.warns(UserWarning, match="make vllm"):
+        model, tokenizer = load_submission_model(
+            str(tiny_model), engine="vllm", engine_options={"max_model_len": 512}
+        )
+    assert not isinstance(model, Engine) and hasattr(model, "generate")
+    assert tokenizer.eos_token_id is not None
 
 
 def test_the_engines_benchmark_says_why_it_is_skipped_without_a_vllm_environment(monkeypatch, tmp_path):

@@ -18,10 +18,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import importlib.util
 import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -409,11 +411,20 @@ def load_submission_model(
 ) -> tuple:
     """(model, tokenizer): notebook 04's choice when `model` is a folder holding its choice file, else
     `utils.modeling.load_model(model, quantization)`. With `engine="vllm"`, (a `utils.engine_vllm.VLLMEngine`
-    serving the same, tokenizer) instead; `engine_options` are its settings (the hf engine takes none)."""
+    serving the same, tokenizer) instead; `engine_options` are its settings (the hf engine takes none).
+    Where vLLM is not installed (a Kaggle kernel without the wheels dataset), it warns and decodes with
+    transformers: slower, but the submission still answers."""
     if check_engine(engine) == "vllm":
-        from utils.engine_vllm import load_vllm
+        if importlib.util.find_spec("vllm") is not None:
+            from utils.engine_vllm import load_vllm
 
-        return load_vllm(model, quantization, engine_options or {})
+            return load_vllm(model, quantization, engine_options or {})
+        warnings.warn(
+            "ENGINE='vllm' but vLLM is not installed here: decoding with transformers instead. On Kaggle, "
+            "attach the vLLM wheels dataset (docs/KAGGLE.md); here, `make vllm` builds .venv-vllm",
+            stacklevel=2,
+        )
+        engine_options = None
     if engine_options:
         raise ValueError(f"engine_options {sorted(engine_options)} apply to the vllm engine; hf takes none")
     if (Path(model) / CHOICE_FILE).is_file():
