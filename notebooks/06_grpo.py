@@ -284,25 +284,32 @@ fig = plots.bars(list(table.columns), list(table.loc["overall"]), "accuracy",
 
 # %% [markdown]
 # ## What GRPO can and cannot do for this model
-# On the embedded default GRPO does **not** lift the SFT adapter's held-out accuracy: over nine recipes
-# (learning rates, optimizers, temperatures, group sizes, which kinds to train on) the gentle ones lowered
-# greedy accuracy by 1 to 2.5 points and the others by more, some to near 0. The reasons, measured:
-# - **the samples are worse than the greedy answer.** At temperature 0.7 the adapter's samples were right
-#   about 40% of the time against 65% greedy in our run (its vote is below its greedy answer), so most
-#   of what GRPO sees are slips the greedy path does not make, and avoiding them does little for greedy
-#   decoding;
-# - **the errors are systematic.** What the greedy answer gets wrong is a fact (`6 * 3 = 16`) or a copy
-#   (`4559` read back as `4585`) that the samples of that problem rarely get right either: most groups have
-#   a spread of rewards (TRL's `frac_reward_zero_std` stays low), but it is a spread of slips;
-# - **the policy is tiny.** With 160 thousand LoRA weights every update touches the circuits every problem
-#   uses, and greedy decisions sit close to ties: a change the rewards did not ask for flips them as often
-#   one way as the other. The SFT adapter's own accuracy moves by several points between training runs.
+# On the embedded default GRPO does **not** lift the SFT adapter's held-out accuracy. Over about fifteen
+# recipes (SGD and AdamW at several learning rates, temperatures 0.5 to 1.0, one or two updates per batch,
+# training only on the highest-entropy tokens, only the `compute` kinds or only the `mental` ones) the
+# gentle ones lowered greedy accuracy by 1 to 3 points and the others by more, some to near 0. The probe
+# above shows that this is not for want of signal: almost every group has mixed rewards, and some sample
+# solves almost every problem (pass@G near 1 against greedy accuracy near 0.67). What stands in the way,
+# measured:
+# - **the samples are worse than the greedy answer.** pass@1 at the sampling temperature is 20 points
+#   below greedy accuracy (the vote is below greedy too), so most of what GRPO sees are slips the greedy
+#   path does not make, and avoiding them does little for greedy decoding;
+# - **the errors are the model's own limits.** The `compute` misses are all copies of a program's output
+#   into the answer, the `mental` ones all wrong arithmetic facts: skills of a model with 160 thousand
+#   LoRA weights, not choices among answers it knows. Reinforcing the right copy on the training problems
+#   made the greedy copy *worse* on the held-out ones in every run (0.44 down to 0.36-0.40): a change small
+#   enough to leave the KL near 0.005 flips greedy decisions that sit close to ties, as often one way as
+#   the other;
+# - **a completion budget below the task's biases the reward.** At 40 tokens, half the right two-step
+#   answers were cut before their box and scored 0, so GRPO learned to write short; at 48, with truncated
+#   completions masked, the bias is gone, but not the two limits above.
 #
 # The same loop learns where the signal is there: on 8 fixed problems, the reward climbs from 0.33 to 0.7 in
-# 15 steps. GRPO gains where a model's samples find right answers its greedy path misses, as a 7B model's
-# do on competition problems (DeepSeekMath's RL stage took its SFT model from 82.9% to 88.2% on GSM8K and
-# from 46.8% to 51.7% on MATH; it found that RL raises Maj@K but not Pass@K: it makes answers the model
-# could already sample the likely ones). Watch the samples' accuracy against greedy before spending GPU hours.
+# 15 steps. GRPO gains where a model's samples find right answers its greedy path misses and its greedy
+# path is not already its best guess, as a 7B model's are on competition problems (DeepSeekMath's RL
+# stage took its SFT model from 82.9% to 88.2% on GSM8K and from 46.8% to 51.7% on MATH; it found that RL
+# raises Maj@K but not Pass@K: it makes answers the model could already sample the likely ones). Run the
+# probe above, and watch pass@1 against greedy accuracy, before spending GPU hours.
 
 # %% [markdown]
 # ## On Kaggle: GRPO on DeepSeek-Math-7B
