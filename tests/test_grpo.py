@@ -64,7 +64,7 @@ def train(adapter: Path, out_dir: Path, callbacks=(), **changes):
 
     base, tokenizer = load_model(adapter_base(str(adapter)))
     policy = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
-    rows = prompt_rows(tokenizer, generate_problems(8, split="test"))
+    rows = prompt_rows(tokenizer, generate_problems(12, split="test"))  # 4 steps use 8: part of an epoch
     args = GRPOConfig(
         output_dir=str(out_dir),
         use_cpu=True,
@@ -146,6 +146,18 @@ def test_grpo_killed_part_way_resumes_to_the_same_adapter(adapter, uninterrupted
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+
+
+def test_rerunning_a_finished_run_trains_nothing_and_gives_its_adapter(adapter, uninterrupted, tmp_path):
+    out, result = uninterrupted
+    first = load_file(str(Path(result.output_dir) / "adapter_model.safetensors"))
+    again = train(adapter, out)  # Trainer.train resumed at the last step would train one step more
+    assert again.resumed_from.endswith("checkpoint-4") and again.steps == 4
+    assert [h["reward"] for h in again.log_history if "reward" in h] == [
+        h["reward"] for h in result.log_history if "reward" in h
+    ]
+    second = load_file(str(Path(again.output_dir) / "adapter_model.safetensors"))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_a_changed_recipe_does_not_resume(adapter, uninterrupted, tmp_path):

@@ -255,6 +255,25 @@ def run_key(args, rows: list[dict], adapter: str | Path) -> str:
     return fingerprint({"recipe": recipe, "rows": fingerprint(rows, 64), "adapter": start})
 
 
+def _finished(trainer, checkpoint: str) -> bool:
+    """Whether a checkpoint is the run's last step (`Trainer.train` resumed from it would train one more)."""
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    return state.global_step >= trainer.args.max_steps
+
+
+def _load_finished(trainer, checkpoint: str) -> None:
+    """A finished run's result: the trained adapter's weights and the trainer state (its logs)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+
+    weights = load_file(str(Path(checkpoint) / "adapter_model.safetensors"))
+    set_peft_model_state_dict(trainer.model, weights, adapter_name="default")
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+
+
 def train_grpo(trainer, key: str) -> GrpoResult:
     """`trainer.train()`, resumed from the last checkpoint of the same run (`key`, see `run_key`) in the
     trainer's output folder; then the trained adapter alone (not TRL's frozen "ref" copy) is saved to
@@ -274,7 +293,10 @@ def train_grpo(trainer, key: str) -> GrpoResult:
     model = trainer.model
     # A small model samples (most of GRPO's time) faster on one CPU thread: see utils.generation.
     with measure(next(model.parameters()).device) as m, decoding_threads(model):
-        trainer.train(resume_from_checkpoint=resume)
+        if resume and _finished(trainer, resume):
+            _load_finished(trainer, resume)
+        else:
+            trainer.train(resume_from_checkpoint=resume)
     final = output_dir / "final"
     if final.exists():
         shutil.rmtree(final)
