@@ -64,8 +64,8 @@
 #
 # We measure the SFT adapter and the GRPO-trained one on notebook 02's held-out problems, each prompted in
 # its trained style, with greedy decoding and with a majority vote. GRPO trains on *training-split*
-# problems of the kinds where the SFT adapter is weakest (measured below, on training problems, not on the
-# held-out ones).
+# problems of the kinds where the SFT adapter's samples find right answers its greedy decoding misses
+# (measured below, on training problems, not on the held-out ones).
 
 # %% tags=["parameters"]
 MODEL = "tiny"  # the base model, used when the base the adapter records is not on this machine (Kaggle)
@@ -78,15 +78,15 @@ SEED = 0
 TRAIN_SOURCES = "embedded"  # notebook 01's training sources GRPO draws problems from
 EVAL_SOURCE = "embedded"
 EVAL_LIMIT = 300
-PROBE_PROBLEMS = 300  # training problems scored to find the kinds where the SFT adapter is weakest
-WEAK_GROUPS = 5  # GRPO trains on the problems of this many weakest kinds
+PROBE_PROBLEMS = 64  # training problems sampled (NUM_GENERATIONS times each) to find where RL has room
+ROOM_GROUPS = 5  # GRPO trains on the problems of this many kinds, those with the most room
 GRPO_PROBLEMS = 256  # prompts GRPO may draw from
 NUM_GENERATIONS = 16  # the group size G
 PROMPTS_PER_STEP = 4  # problems per forward pass: PROMPTS_PER_STEP * NUM_GENERATIONS completions
 GRAD_ACCUM = 1  # forward passes per optimizer step
 GENERATION_BATCH = 0  # completions sampled per generate call; 0: all of a step's at once (TRL's default)
 MAX_STEPS = 20
-MAX_COMPLETION_LENGTH = 40  # tokens; a 7B model needs 1024 or more
+MAX_COMPLETION_LENGTH = 48  # tokens: the longest embedded solution is 42 with its EOS; a 7B model needs 1024 or more
 LEARNING_RATE = 0.02
 OPTIMIZER = "sgd"  # see "Train" below; adamw_torch for a 7B model
 BETA = 0.04  # the KL coefficient (DeepSeekMath's value)
@@ -157,18 +157,28 @@ pd.DataFrame({"greedy": sft.by_kind, f"vote of {VOTE_SAMPLES}": sft_vote.by_kind
 
 # %% [markdown]
 # ## Where SFT leaves room
-# We score the SFT adapter on training-split problems and group them by kind (for the embedded problems,
-# the template that generated them). GRPO learns only from groups whose completions disagree, so the
-# problems it trains on should be ones the adapter solves sometimes, not always.
+# GRPO can only reinforce right answers the policy already samples, and learns only from groups whose
+# completions disagree. So before training we look at what it would see: on training-split problems,
+# prompted as GRPO will prompt them (next section), the SFT adapter's greedy accuracy, the mean accuracy of
+# `NUM_GENERATIONS` samples at `TEMPERATURE` (pass@1), the share of problems some sample solves (pass@G),
+# and the share of groups with mixed rewards, per kind (for the embedded problems, the template that
+# generated them). Where pass@G is far above greedy accuracy, the right answer is there to be reinforced;
+# GRPO trains on the `ROOM_GROUPS` kinds with the largest gap.
+#
+# What the errors are, measured on 400 training problems with greedy decoding: on the `compute` kinds the
+# program is always right and every miss is the answer read back from its output (`4559` boxed as
+# `4585`: copying four digits is hard for this model); on the `mental` kinds every miss is a wrong
+# arithmetic fact (`6 * 3 = 16`).
 
 # %%
 pool = rl.training_problems(run.root_output_dir, TRAIN_SOURCES)
 random.Random(SEED).shuffle(pool)
-probe = evaluate(policy, tokenizer, pool[:PROBE_PROBLEMS], "auto", generation)
-room = rl.accuracy_by_group(pool[:PROBE_PROBLEMS], probe)
-weak = rl.weakest_groups(room, WEAK_GROUPS)
-print("SFT accuracy on training problems, by kind:", {g: round(a, 3) for g, a in room.items()})
-print("GRPO trains on:", weak)
+probe_rows = rl.with_tool_output(policy, tokenizer, rl.prompt_rows(tokenizer, pool[:PROBE_PROBLEMS], COMPETITION),
+                                 MAX_NEW_TOKENS)
+room = rl.sampling_room(policy, tokenizer, probe_rows, NUM_GENERATIONS, TEMPERATURE, MAX_COMPLETION_LENGTH, SEED)
+chosen_groups = rl.groups_with_room(room, ROOM_GROUPS)
+print("GRPO trains on:", chosen_groups)
+pd.DataFrame(room).T.round(3)
 
 # %% [markdown]
 # ## The prompts, and the rewards on a few completions
@@ -179,7 +189,7 @@ print("GRPO trains on:", weak)
 # The `answer`, `mode` and `competition` columns reach the reward functions as keyword arguments.
 
 # %%
-chosen = [p for p in pool[PROBE_PROBLEMS:] if rl.group_of(p) in weak][:GRPO_PROBLEMS]
+chosen = [p for p in pool[PROBE_PROBLEMS:] if rl.group_of(p) in chosen_groups][:GRPO_PROBLEMS]
 rows = rl.with_tool_output(policy, tokenizer, rl.prompt_rows(tokenizer, chosen, COMPETITION), MAX_NEW_TOKENS)
 train_dataset = Dataset.from_list(rows)
 print(f"{len(rows)} prompts:", pd.Series([r["group"] for r in rows]).value_counts().to_dict())
@@ -199,6 +209,13 @@ pd.DataFrame({"completion": examples, **{f.__name__: f(None, examples, **kwargs)
 # and the loss. The correctness reward weighs 1, the format reward 0.1 (it must never outweigh a right
 # answer). The program reward is not used: the programs are in the prompts here.
 #
+# **The completion budget.** A completion cut at `max_completion_length` has no box, so it scores 0 even
+# when its working is right. Our two-step solutions take 38 to 42 tokens: at a budget of 40 (this
+# notebook's first setting) half the right `mental_add_add` answers were cut, and GRPO learned to prefer
+# short completions, whatever their answer. The budget must fit the task, and
+# `mask_truncated_completions=True` (DAPO's overlong filtering) leaves cut completions out of the loss
+# rather than calling them wrong.
+#
 # **The optimizer.** A tiny model is fragile under RL with Adam: Adam moves every parameter by about the
 # learning rate at every step, whatever the size of its gradient, and a policy gradient from 64 samples is
 # mostly noise, so every weight drifts and greedy answers the reward never saw break. In our runs on the
@@ -217,7 +234,8 @@ args = GRPOConfig(
     output_dir=str(run.output_dir / "adapter"), max_steps=MAX_STEPS, save_steps=SAVE_STEPS, save_total_limit=2,
     num_generations=NUM_GENERATIONS, per_device_train_batch_size=PROMPTS_PER_STEP * NUM_GENERATIONS,
     gradient_accumulation_steps=GRAD_ACCUM, generation_batch_size=GENERATION_BATCH or None,
-    max_completion_length=MAX_COMPLETION_LENGTH, temperature=TEMPERATURE, learning_rate=LEARNING_RATE,
+    max_completion_length=MAX_COMPLETION_LENGTH, mask_truncated_completions=True, temperature=TEMPERATURE,
+    learning_rate=LEARNING_RATE,
     optim=OPTIMIZER, lr_scheduler_type="constant", beta=BETA, loss_type=LOSS_TYPE, reward_weights=[1.0, 0.1],
     seed=SEED, use_cpu=run.device == "cpu", bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
     activation_checkpointing=False, logging_steps=1, report_to="none", disable_tqdm=True,
@@ -266,25 +284,33 @@ fig = plots.bars(list(table.columns), list(table.loc["overall"]), "accuracy",
 
 # %% [markdown]
 # ## What GRPO can and cannot do for this model
-# On the embedded default GRPO does **not** lift the SFT adapter's held-out accuracy: over nine recipes
-# (learning rates, optimizers, temperatures, group sizes, which kinds to train on) the gentle ones lowered
-# greedy accuracy by 1 to 2.5 points and the others by more, some to near 0. The reasons, measured:
-# - **the samples are worse than the greedy answer.** At temperature 0.7 the adapter's samples were right
-#   about 40% of the time against 65% greedy in our run (its vote is below its greedy answer), so most
-#   of what GRPO sees are slips the greedy path does not make, and avoiding them does little for greedy
-#   decoding;
-# - **the errors are systematic.** What the greedy answer gets wrong is a fact (`6 * 3 = 16`) or a copy
-#   (`4559` read back as `4585`) that the samples of that problem rarely get right either: most groups have
-#   a spread of rewards (TRL's `frac_reward_zero_std` stays low), but it is a spread of slips;
-# - **the policy is tiny.** With 160 thousand LoRA weights every update touches the circuits every problem
-#   uses, and greedy decisions sit close to ties: a change the rewards did not ask for flips them as often
-#   one way as the other. The SFT adapter's own accuracy moves by several points between training runs.
+# On the embedded default GRPO does **not** lift the SFT adapter's held-out accuracy. Over fifteen recipes
+# (SGD and AdamW at several learning rates, temperatures 0.5 to 1.0, with and without the KL term, one or
+# two updates per batch, training only on the highest-entropy tokens, on the `compute` kinds alone or the
+# `mental` ones alone) the gentle ones lowered greedy accuracy by 1 to 3.5 points and the others by more,
+# some to near 0; in none of the recent ones did the training reward climb within 20 steps. The probe
+# above shows that this is not for want of signal: almost every group has mixed rewards, and some sample
+# solves almost every problem (pass@G near 1 against greedy accuracy near 0.67). What stands in the way,
+# measured:
+# - **the samples are worse than the greedy answer.** pass@1 at the sampling temperature is 20 points
+#   below greedy accuracy (the vote is below greedy too), so most of what GRPO sees are slips the greedy
+#   path does not make, and avoiding them does little for greedy decoding;
+# - **the errors are the model's own limits.** The `compute` misses are all copies of a program's output
+#   into the answer, the `mental` ones all wrong arithmetic facts: skills of a model with 160 thousand
+#   LoRA weights, not choices among answers it knows. Reinforcing the right copy on the training problems
+#   made the greedy copy *worse* on the held-out ones in every run (0.44 down to 0.36-0.40): a change small
+#   enough to leave the KL near 0.005 flips greedy decisions that sit close to ties, as often one way as
+#   the other;
+# - **a completion budget below the task's biases the reward.** At 40 tokens, half the right two-step
+#   answers were cut before their box and scored 0, so GRPO learned to write short; at 48, with truncated
+#   completions masked, the bias is gone, but not the two limits above.
 #
 # The same loop learns where the signal is there: on 8 fixed problems, the reward climbs from 0.33 to 0.7 in
-# 15 steps. GRPO gains where a model's samples find right answers its greedy path misses, as a 7B model's
-# do on competition problems (DeepSeekMath's RL stage took its SFT model from 82.9% to 88.2% on GSM8K and
-# from 46.8% to 51.7% on MATH; it found that RL raises Maj@K but not Pass@K: it makes answers the model
-# could already sample the likely ones). Watch the samples' accuracy against greedy before spending GPU hours.
+# 15 steps. GRPO gains where a model's samples find right answers its greedy path misses and its greedy
+# path is not already its best guess, as a 7B model's are on competition problems (DeepSeekMath's RL
+# stage took its SFT model from 82.9% to 88.2% on GSM8K and from 46.8% to 51.7% on MATH; it found that RL
+# raises Maj@K but not Pass@K: it makes answers the model could already sample the likely ones). Run the
+# probe above, and watch pass@1 against greedy accuracy, before spending GPU hours.
 
 # %% [markdown]
 # ## On Kaggle: GRPO on DeepSeek-Math-7B
@@ -313,8 +339,8 @@ metrics = {
     "adapter": adapter_dir, "sft_accuracy": sft.accuracy, "grpo_accuracy": grpo.accuracy,
     "gain": grpo.accuracy - sft.accuracy, "sft_by_kind": sft.by_kind, "grpo_by_kind": grpo.by_kind,
     "sft_vote_accuracy": sft_vote.accuracy, "grpo_vote_accuracy": grpo_vote.accuracy, "vote_samples": VOTE_SAMPLES,
-    "eval_problems": len(eval_problems), "trained_groups": weak, "grpo_prompts": len(rows),
-    "sft_accuracy_by_group_on_training_problems": room, "steps": result.steps, "loss_type": LOSS_TYPE,
+    "eval_problems": len(eval_problems), "trained_groups": chosen_groups, "grpo_prompts": len(rows),
+    "sft_sampling_room_on_training_problems": room, "steps": result.steps, "loss_type": LOSS_TYPE,
     "beta": BETA, "num_generations": NUM_GENERATIONS, "learning_rate": LEARNING_RATE, "optimizer": OPTIMIZER,
     "final_kl": curves.kl[-1] if curves.kl else None, "grpo_adapter_dir": result.output_dir,
     **{f"train_{k}": v for k, v in speed.items()},

@@ -64,7 +64,7 @@ def train(adapter: Path, out_dir: Path, callbacks=(), **changes):
 
     base, tokenizer = load_model(adapter_base(str(adapter)))
     policy = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
-    rows = prompt_rows(tokenizer, generate_problems(8, split="test"))
+    rows = prompt_rows(tokenizer, generate_problems(12, split="test"))  # 4 steps use 8: part of an epoch
     args = GRPOConfig(
         output_dir=str(out_dir),
         use_cpu=True,
@@ -148,6 +148,18 @@ def test_grpo_killed_part_way_resumes_to_the_same_adapter(adapter, uninterrupted
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
 
 
+def test_rerunning_a_finished_run_trains_nothing_and_gives_its_adapter(adapter, uninterrupted, tmp_path):
+    out, result = uninterrupted
+    first = load_file(str(Path(result.output_dir) / "adapter_model.safetensors"))
+    again = train(adapter, out)  # Trainer.train resumed at the last step would train one step more
+    assert again.resumed_from.endswith("checkpoint-4") and again.steps == 4
+    assert [h["reward"] for h in again.log_history if "reward" in h] == [
+        h["reward"] for h in result.log_history if "reward" in h
+    ]
+    second = load_file(str(Path(again.output_dir) / "adapter_model.safetensors"))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
 def test_a_changed_recipe_does_not_resume(adapter, uninterrupted, tmp_path):
     out, _ = uninterrupted
     with pytest.warns(UserWarning, match="another run"):
@@ -168,10 +180,12 @@ def test_prompt_rows_use_each_problems_trained_style(tiny_tokenizer):
         assert row["competition"] == "aimo2" and row["group"] == p.metadata["template"]
 
 
-def test_weakest_groups_and_curves():
-    from utils.rl import curves, weakest_groups
+def test_groups_with_room_and_curves():
+    from utils.rl import curves, groups_with_room
 
-    assert weakest_groups({"a": 0.9, "b": 0.5, "c": 0.5, "d": 0.7}, 3) == ["b", "c", "d"]
+    room = {g: {"greedy": gr, "pass@1": 0.1, "pass@8": pg} for g, gr, pg in
+            (("a", 0.9, 1.0), ("b", 0.5, 0.9), ("c", 0.6, 1.0), ("d", 0.2, 0.25), ("all", 0.0, 1.0))}
+    assert groups_with_room(room, 3) == ["b", "c", "a"]
     history = [
         {
             "step": 1,
@@ -192,3 +206,25 @@ def test_weakest_groups_and_curves():
     c = curves(history)
     assert c.steps == [1, 2] and c.reward == [0.2, 0.4] and c.kl == [0.0, 0.01] and c.length == [30.0, 28.0]
     assert c.per_reward == {"correctness_reward": [0.1, 0.3]}
+
+
+def test_sampling_room_counts_what_grpo_would_see(monkeypatch):
+    """Greedy accuracy, pass@1, pass@G and the share of groups with mixed rewards, per group and overall."""
+    import utils.generation
+    from utils.generation import Sample
+    from utils.rl import sampling_room
+
+    # prompt "a": greedy wrong, 1 of 4 samples right; "b": greedy right, all 4 right; "c": nothing right
+    answers = {"a": [9, 7, 1, 2, 3], "b": [5, 5, 5, 5, 5], "c": [0, 0, 0, 0, 0]}
+
+    def fake(model, tokenizer, prompts, config, n_samples=1, deadline=None):
+        pick = (lambda p: answers[p][:1]) if config.temperature == 0 else (lambda p: answers[p][1:])
+        return [[Sample(text=f"\\boxed{{{v}}}") for v in pick(p)] for p in prompts]
+
+    monkeypatch.setattr(utils.generation, "sample_reasoning", fake)
+    rows = [{"prompt": p, "answer": a, "competition": "aimo3", "group": g}
+            for p, a, g in (("a", 7, "x"), ("b", 5, "x"), ("c", 4, "y"))]
+    room = sampling_room(None, None, rows, samples=4, temperature=1.0, max_new_tokens=8)
+    assert room["x"] == {"greedy": 0.5, "pass@1": 0.625, "pass@4": 1.0, "mixed groups": 0.5, "problems": 2}
+    assert room["y"] == {"greedy": 0.0, "pass@1": 0.0, "pass@4": 0.0, "mixed groups": 0.0, "problems": 1}
+    assert room["all"]["pass@4"] == 2 / 3 and room["all"]["problems"] == 3

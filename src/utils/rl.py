@@ -60,17 +60,45 @@ def group_of(problem: Problem) -> str:
     return meta.get("group") or meta.get("template") or meta.get("kind") or problem.source
 
 
-def accuracy_by_group(problems: list[Problem], result: EvalResult) -> dict[str, float]:
-    """Accuracy per group (`group_of`) of scored problems, weakest first."""
-    hits = defaultdict(list)
-    for p, r in zip(problems, result.records, strict=True):
-        hits[group_of(p)].append(r["correct"])
-    return dict(sorted(((g, sum(v) / len(v)) for g, v in hits.items()), key=lambda kv: (kv[1], kv[0])))
+def sampling_room(
+    model, tokenizer, rows: list[dict], samples: int, temperature: float, max_new_tokens: int, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """What GRPO would see on these prompt rows, per group: greedy accuracy, pass@1 (the mean accuracy of
+    `samples` completions at `temperature`), pass@G (the share of problems some completion solves), and
+    the share of groups with mixed rewards (the only ones with a gradient). RL can raise greedy accuracy
+    where pass@G is well above it: the right answer is there to be reinforced."""
+    import torch
+
+    from utils.generation import GenerationConfig, sample_reasoning
+    from utils.rewards import correctness_reward
+
+    prompts = [r["prompt"] for r in rows]
+    greedy = sample_reasoning(model, tokenizer, prompts, GenerationConfig(max_new_tokens=max_new_tokens))
+    torch.manual_seed(seed)
+    sampled = sample_reasoning(
+        model, tokenizer, prompts, GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature),
+        samples,
+    )
+    stats = defaultdict(lambda: defaultdict(list))
+    for row, (g,), group in zip(rows, greedy, sampled, strict=True):
+        kwargs = {"answer": [row["answer"]] * (samples + 1), "competition": row["competition"]}
+        rewards = correctness_reward(None, [g.text] + [s.text for s in group], **kwargs)
+        mean = sum(rewards[1:]) / samples
+        for key in (row["group"], "all"):
+            s = stats[key]
+            s["greedy"].append(rewards[0])
+            s["pass@1"].append(mean)
+            s[f"pass@{samples}"].append(float(mean > 0))
+            s["mixed groups"].append(float(0 < mean < 1))
+    return {k: {m: sum(v) / len(v) for m, v in s.items()} | {"problems": len(s["greedy"])} for k, s in stats.items()}
 
 
-def weakest_groups(accuracy: dict[str, float], n: int) -> list[str]:
-    """The `n` groups with the lowest accuracy (ties by name, so the choice is deterministic)."""
-    return [g for g, _ in sorted(accuracy.items(), key=lambda kv: (kv[1], kv[0]))[:n]]
+def groups_with_room(room: dict[str, dict[str, float]], n: int) -> list[str]:
+    """The `n` groups of a `sampling_room` table where sampling finds the most right answers that greedy
+    decoding misses (pass@G minus greedy accuracy; ties by name, so the choice is deterministic)."""
+    top = next(k for k in next(iter(room.values())) if k.startswith("pass@") and k != "pass@1")
+    gaps = {g: s[top] - s["greedy"] for g, s in room.items() if g != "all"}
+    return [g for g, _ in sorted(gaps.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
 
 
 # ------------------------------------------------------------------------------------------ the data set
@@ -227,6 +255,25 @@ def run_key(args, rows: list[dict], adapter: str | Path) -> str:
     return fingerprint({"recipe": recipe, "rows": fingerprint(rows, 64), "adapter": start})
 
 
+def _finished(trainer, checkpoint: str) -> bool:
+    """Whether a checkpoint is the run's last step (`Trainer.train` resumed from it would train one more)."""
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    return state.global_step >= trainer.args.max_steps
+
+
+def _load_finished(trainer, checkpoint: str) -> None:
+    """A finished run's result: the trained adapter's weights and the trainer state (its logs)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+
+    weights = load_file(str(Path(checkpoint) / "adapter_model.safetensors"))
+    set_peft_model_state_dict(trainer.model, weights, adapter_name="default")
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+
+
 def train_grpo(trainer, key: str) -> GrpoResult:
     """`trainer.train()`, resumed from the last checkpoint of the same run (`key`, see `run_key`) in the
     trainer's output folder; then the trained adapter alone (not TRL's frozen "ref" copy) is saved to
@@ -246,7 +293,10 @@ def train_grpo(trainer, key: str) -> GrpoResult:
     model = trainer.model
     # A small model samples (most of GRPO's time) faster on one CPU thread: see utils.generation.
     with measure(next(model.parameters()).device) as m, decoding_threads(model):
-        trainer.train(resume_from_checkpoint=resume)
+        if resume and _finished(trainer, resume):
+            _load_finished(trainer, resume)
+        else:
+            trainer.train(resume_from_checkpoint=resume)
     final = output_dir / "final"
     if final.exists():
         shutil.rmtree(final)
