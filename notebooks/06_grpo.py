@@ -120,8 +120,7 @@ from utils.evaluation import evaluate, held_out
 from utils.generation import GenerationConfig
 from utils.io import write_metrics
 from utils.memory import print_plans
-from utils.modeling import load_model, pick_dtype
-from utils.quantization import adapter_base_model
+from utils.modeling import adapter_base_model, load_model, pick_dtype
 from utils.rewards import boxed_format_reward, correctness_reward, program_output_reward
 
 run = notebooks.start("06_grpo", OUTPUT_DIR, DATA_DIR, SEED)

@@ -183,8 +183,16 @@ def test_prompt_rows_use_each_problems_trained_style(tiny_tokenizer):
 def test_groups_with_room_and_curves():
     from utils.rl import curves, groups_with_room
 
-    room = {g: {"greedy": gr, "pass@1": 0.1, "pass@8": pg} for g, gr, pg in
-            (("a", 0.9, 1.0), ("b", 0.5, 0.9), ("c", 0.6, 1.0), ("d", 0.2, 0.25), ("all", 0.0, 1.0))}
+    room = {
+        g: {"greedy": gr, "pass@1": 0.1, "pass@8": pg}
+        for g, gr, pg in (
+            ("a", 0.9, 1.0),
+            ("b", 0.5, 0.9),
+            ("c", 0.6, 1.0),
+            ("d", 0.2, 0.25),
+            ("all", 0.0, 1.0),
+        )
+    }
     assert groups_with_room(room, 3) == ["b", "c", "a"]
     history = [
         {
@@ -222,8 +230,10 @@ def test_sampling_room_counts_what_grpo_would_see(monkeypatch):
         return [[Sample(text=f"\\boxed{{{v}}}") for v in pick(p)] for p in prompts]
 
     monkeypatch.setattr(utils.generation, "sample_reasoning", fake)
-    rows = [{"prompt": p, "answer": a, "competition": "aimo3", "group": g}
-            for p, a, g in (("a", 7, "x"), ("b", 5, "x"), ("c", 4, "y"))]
+    rows = [
+        {"prompt": p, "answer": a, "competition": "aimo3", "group": g}
+        for p, a, g in (("a", 7, "x"), ("b", 5, "x"), ("c", 4, "y"))
+    ]
     room = sampling_room(None, None, rows, samples=4, temperature=1.0, max_new_tokens=8)
     assert room["x"] == {"greedy": 0.5, "pass@1": 0.625, "pass@4": 1.0, "mixed groups": 0.5, "problems": 2}
     assert room["y"] == {"greedy": 0.0, "pass@1": 0.0, "pass@4": 0.0, "mixed groups": 0.0, "problems": 1}

@@ -30,7 +30,6 @@ from utils.generation import GenerationConfig, sample_reasoning
 from utils.io import atomic_write_json
 from utils.likelihood import completion_perplexity
 from utils.modeling import (
-    adapter_base_model,  # noqa: F401 - until notebook 06 imports it from modeling
     cpu_4bit_fallback,
     load_adapter,
     load_model,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from utils.answers import extract_answer, normalize_for_competition
+from utils.answers import extract_answer, matching_brace, normalize_for_competition
 from utils.generation import last_code_block
 
 __all__ = ["boxed_format_reward", "correctness_reward", "program_output_reward", "completion_text"]
@@ -77,20 +77,10 @@ def _ends_with_box(text: str) -> bool:
     if not opens:
         return False
     last = opens[-1]
-    close = _closing_brace(text, last.end() - 1)
+    close = matching_brace(text, last.end() - 1)
     if close is None or not text[last.end() : close].strip():
         return False
     return bool(_AFTER_BOX_RE.match(text[close + 1 :]))
-
-
-def _closing_brace(text: str, start: int) -> int | None:
-    """The index of the `}` that closes the `{` at `start`, or None when it is never closed."""
-    depth = 0
-    for i in range(start, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        if depth == 0:
-            return i
-    return None
 
 
 def program_output_reward(

@@ -76,7 +76,10 @@ def sampling_room(
     greedy = sample_reasoning(model, tokenizer, prompts, GenerationConfig(max_new_tokens=max_new_tokens))
     torch.manual_seed(seed)
     sampled = sample_reasoning(
-        model, tokenizer, prompts, GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature),
+        model,
+        tokenizer,
+        prompts,
+        GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature),
         samples,
     )
     stats = defaultdict(lambda: defaultdict(list))
@@ -90,7 +93,10 @@ def sampling_room(
             s["pass@1"].append(mean)
             s[f"pass@{samples}"].append(float(mean > 0))
             s["mixed groups"].append(float(0 < mean < 1))
-    return {k: {m: sum(v) / len(v) for m, v in s.items()} | {"problems": len(s["greedy"])} for k, s in stats.items()}
+    return {
+        k: {m: sum(v) / len(v) for m, v in s.items()} | {"problems": len(s["greedy"])}
+        for k, s in stats.items()
+    }
 
 
 def groups_with_room(room: dict[str, dict[str, float]], n: int) -> list[str]:
