@@ -212,10 +212,12 @@ print("\n".join(f"- {line}" for line in comparison.reading(table, failed)))
 
 # %% [markdown]
 # ## LoRA's rank
-# The same runner on the folders under `rank/`: LoRA with $r$ from 1 to 64 ($\alpha = 2r$, so that
-# $\alpha/r$ and the learning rate stay as in the line-up), one seed. The adapter's size grows linearly with
-# $r$; the train time hardly does on this model; what the rank buys in accuracy at this budget is the
-# question. One seed: compare the differences with the seed spread of LoRA's row above.
+# The same runner on the folders under `rank/`: LoRA with $r$ from 1 to 64 ($\alpha = 2r$, so that $\alpha/r$
+# stays as in the line-up), at the learning rate tuned for $r = 8$, one seed. The adapter's size grows linearly
+# with $r$; the train time hardly does on this model. Read the accuracy against the seed spread of LoRA's row
+# above: one seed cannot separate differences smaller than that. A large rank at the rate tuned for a small one
+# can train worse, not better (its final loss says so): notebook 02's rsLoRA cell shows why the update's size
+# depends on $r$ and $\alpha$.
 
 # %%
 rank_table, _ = comparison.results_table([r for r in records if r["name"] in {e.name for e in ranks}])
