@@ -104,9 +104,11 @@ plans = print_plans("03_adapter_comparison", globals(), MODEL, GPU)  # globals()
 # recognises (the folder's README says why).
 
 # %%
+kaggle = [*Path("/kaggle/input").glob("*/experiments/03_adapter_comparison")]  # the project's dataset there
+root = Path(EXPERIMENTS) if Path(EXPERIMENTS).is_dir() or not kaggle else kaggle[0]
 budget = {"max_steps": MAX_STEPS, "per_device_train_batch_size": BATCH_SIZE, "max_length": MAX_LENGTH}
-experiments = comparison.load_experiments(Path(EXPERIMENTS) / "methods", METHODS, budget)
-ranks = comparison.load_experiments(Path(EXPERIMENTS) / "rank", RANKS, budget) if RANKS else []
+experiments = comparison.load_experiments(root / "methods", METHODS, budget)
+ranks = comparison.load_experiments(root / "rank", RANKS, budget) if RANKS else []
 for exp in experiments + ranks:
     exp.training["learning_rate"] *= LEARNING_RATE_SCALE
     print(f"{exp.name:<14} {comparison.config_code(exp)}")
@@ -124,7 +126,7 @@ pissa = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_we
 with tempfile.TemporaryDirectory() as folder:
     pissa.save_pretrained(folder)  # writes adapter_config.json: how experiments/.../methods/pissa was made
     read_back = PeftConfig.from_pretrained(folder)
-in_folder = PeftConfig.from_pretrained(f"{EXPERIMENTS}/methods/pissa")
+in_folder = PeftConfig.from_pretrained(str(root / "methods" / "pissa"))
 print(f"{type(read_back).__name__}: init_lora_weights={read_back.init_lora_weights!r}, r={read_back.r}; "
       f"the same as methods/pissa's: {read_back.to_dict() == in_folder.to_dict()}")
 
