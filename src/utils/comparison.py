@@ -209,8 +209,9 @@ def training_args(exp: Experiment, seed: int, output_dir: str | Path, model):
 
 
 def _train(model, tokenizer, train_rows, args, peft_config):
-    """MERGE: the one place to switch when branch sft-cells lands, to
-    `train_sft(model, tokenizer, train_rows, None, args, peft_config)`. Until then main's `train_sft` takes a
+    """MERGE: the one place to switch when branch sft-cells lands: the body becomes
+    `return train_sft(model, tokenizer, train_rows, None, args, peft_config)` (checked on main at 01cd170: the
+    same records to the last bit, and no checkpoint is written). Until then main's `train_sft` takes a
     `TrainingConfig`, built here from the `SFTConfig`'s fields."""
     from utils.training import TrainingConfig, train_sft
 
