@@ -266,6 +266,12 @@ def test_package_ships_what_the_real_kernels_import_and_not_the_build_tooling(tm
     assert "kaggle_setup" in utils_modules_imported(
         "".join(notebook(dist, "01_data_prep")["cells"][0]["source"])
     )
+    experiments = dist / "package" / "experiments" / "03_adapter_comparison"
+    shipped_configs = {p.relative_to(experiments) for p in experiments.rglob("*.json")}
+    source = REPO / "experiments" / "03_adapter_comparison"
+    assert shipped_configs and shipped_configs == {p.relative_to(source) for p in source.rglob("*.json")}, (
+        "notebook 03 reads its experiment folders from the package dataset on Kaggle"
+    )
 
 
 def test_wheels_folder_holds_the_pinned_wheels_and_never_torch(dist):

@@ -616,12 +616,15 @@ def _package_dataset(folder: Path, root: Path, user: str) -> dict:
         folder / "src" / "utils",
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
     )
+    # Notebook 03's experiment folders (peft configs and training overrides), found at
+    # /kaggle/input/<package>/experiments.
+    shutil.copytree(root / "experiments", folder / "experiments")
     shutil.copy2(root / "requirements.txt", folder / "requirements.txt")
     meta = dataset_metadata(
         user,
         PACKAGE_SLUG,
         "AIMO PEFT shared package",
-        "The `utils` package the AIMO PEFT notebooks import (src/utils), and its pins.",
+        "The `utils` package the AIMO PEFT notebooks import (src/utils), notebook 03's experiments, and the pins.",
         "apache-2.0",
     )
     _write_json(folder / "dataset-metadata.json", meta)

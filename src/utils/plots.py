@@ -101,3 +101,70 @@ def scatter(
     ax.set(xlabel=x, ylabel=y, title=title, xscale="log" if logx else "linear")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def accuracy_intervals(table, path: str | Path | None = None, title: str = "Held-out accuracy over seeds"):
+    """One row per method (a table indexed by method with `accuracy`, `accuracy_min`, `accuracy_max`, `tier`
+    and `trainable_parameters`): the interval from the worst to the best seed and the mean, coloured by tier,
+    against the method's name and against its trainable parameters."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(table) + 1.6))
+    colours = plt.cm.tab10.colors
+    rows = table.iloc[::-1]  # the best on top
+    for i, (_, r) in enumerate(rows.iterrows()):
+        colour = colours[(int(r["tier"]) - 1) % len(colours)]
+        axes[0].plot(
+            [r["accuracy_min"], r["accuracy_max"]],
+            [i, i],
+            color=colour,
+            lw=6,
+            alpha=0.5,
+            solid_capstyle="butt",
+        )
+        axes[0].plot(r["accuracy"], i, "o", color=colour, label=f"tier {int(r['tier'])}")
+    axes[0].set(yticks=range(len(rows)), yticklabels=list(rows.index), xlabel="held-out accuracy (worst to best seed; dot: mean)",
+                title=title)  # fmt: skip
+    handles, labels = axes[0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    axes[0].legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")
+    ax = axes[1]
+    for name, r in rows.iterrows():
+        colour = colours[(int(r["tier"]) - 1) % len(colours)]
+        ax.errorbar(r["trainable_parameters"], r["accuracy"], yerr=[[r["accuracy"] - r["accuracy_min"]], [r["accuracy_max"] - r["accuracy"]]],
+                    fmt="o", color=colour, capsize=3)  # fmt: skip
+        ax.annotate(
+            name,
+            (r["trainable_parameters"], r["accuracy"]),
+            fontsize=7,
+            xytext=(4, 2),
+            textcoords="offset points",
+        )
+    ax.set(
+        xscale="log",
+        xlabel="trainable parameters (log)",
+        ylabel="held-out accuracy",
+        title="Accuracy against size",
+    )
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def rank_sweep(table, path: str | Path | None = None):
+    """Accuracy, adapter size and train time against LoRA's rank (a table indexed by rank)."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, column, label in (
+        (axes[0], "accuracy", "held-out accuracy"),
+        (axes[1], "adapter_bytes", "adapter size, bytes (log)"),
+        (axes[2], "train_seconds", "train time, s"),
+    ):
+        ax.plot(table.index, table[column], "o-")
+        ax.set(
+            xscale="log",
+            xlabel="rank r (log)",
+            ylabel=label,
+            xticks=list(table.index),
+            xticklabels=list(table.index),
+        )
+    axes[1].set_yscale("log")
+    fig.suptitle("LoRA's rank")
+    fig.tight_layout()
+    return _save(fig, path)
