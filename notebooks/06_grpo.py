@@ -283,11 +283,15 @@ fig = plots.bars(list(table.columns), list(table.loc["overall"]), "accuracy",
 
 # %% [markdown]
 # ## What GRPO can and cannot do for this model
-# On the embedded default GRPO does **not** lift the SFT adapter's held-out accuracy. Over fifteen recipes
-# (SGD and AdamW at several learning rates, temperatures 0.5 to 1.0, with and without the KL term, one or
-# two updates per batch, training only on the highest-entropy tokens, on the `compute` kinds alone or the
-# `mental` ones alone) the gentle ones lowered greedy accuracy by 1 to 3.5 points and the others by more,
-# some to near 0; in none of the recent ones did the training reward climb within 20 steps. The probe
+# On the embedded default GRPO does **not** lift the SFT adapter's held-out accuracy. Over twenty-five
+# recipes (SGD and AdamW at several learning rates, temperatures 0.4 to 1.0, with and without the KL term,
+# one or two updates per batch, `grpo`, `dapo` and `dr_grpo` losses, training only on the highest-entropy
+# tokens, on the `compute` kinds alone or the `mental` ones alone, 4 to 32 problems a step) the gentle
+# ones moved greedy accuracy by -3.5 to 0 points and the others lowered it by more, some to near 0. With
+# 256 completions a step (32 problems), SGD at 0.1 held the training reward flat and cost 4 points held
+# out; at 0.3 both fell. The gradient is not at fault: TRL's per-token log-probabilities of the sampled
+# completions equal the policy's own at the sampling temperature (`tests/test_grpo.py` checks it), so
+# what GRPO follows is the true policy gradient. The probe
 # above shows that this is not for want of signal: almost every group has mixed rewards, and some sample
 # solves almost every problem (pass@G near 1 against greedy accuracy near 0.67). What stands in the way,
 # measured:
@@ -300,9 +304,13 @@ fig = plots.bars(list(table.columns), list(table.loc["overall"]), "accuracy",
 #   made the greedy copy *worse* on the held-out ones in every run (0.44 down to 0.36-0.40): a change small
 #   enough to leave the KL near 0.005 flips greedy decisions that sit close to ties, as often one way as
 #   the other;
+# - **what it learns on its training problems does not carry over.** Trained for ten epochs on 48 fixed
+#   `mental_product` problems, the training reward climbed (0.37 to 0.48), while greedy accuracy on the
+#   held-out `mental_product` problems, the same 64 facts in other sentences, fell from 0.61 to 0.48: the
+#   update fits the trained contexts rather than the facts;
 # - **a completion budget below the task's biases the reward.** At 40 tokens, half the right two-step
 #   answers were cut before their box and scored 0, so GRPO learned to write short; at 48, with truncated
-#   completions masked, the bias is gone, but not the two limits above.
+#   completions masked, the bias is gone, but not the limits above.
 #
 # The same loop learns where the signal is there: on 8 fixed problems, the reward climbs from 0.33 to 0.7 in
 # 15 steps. GRPO gains where a model's samples find right answers its greedy path misses and its greedy

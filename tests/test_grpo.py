@@ -238,3 +238,54 @@ def test_sampling_room_counts_what_grpo_would_see(monkeypatch):
     assert room["x"] == {"greedy": 0.5, "pass@1": 0.625, "pass@4": 1.0, "mixed groups": 0.5, "problems": 2}
     assert room["y"] == {"greedy": 0.0, "pass@1": 0.0, "pass@4": 0.0, "mixed groups": 0.0, "problems": 1}
     assert room["all"]["pass@4"] == 2 / 3 and room["all"]["problems"] == 3
+
+
+def test_grpo_scores_completions_with_the_probabilities_it_sampled_them_from(adapter, tmp_path):
+    """The policy gradient is only right if TRL's per-token log-probabilities of a sampled completion are the
+    policy's own, at the sampling temperature, whatever left padding the batch gave its prompt. Notebook 06's
+    account of why GRPO does not lift the tiny model rests on this: the gradient is the true one."""
+    from datasets import Dataset
+    from peft import PeftModel
+    from trl import GRPOConfig, GRPOTrainer
+
+    from utils.modeling import adapter_base, load_model
+    from utils.rewards import correctness_reward
+    from utils.synthetic import generate_problems
+
+    base, tokenizer = load_model(adapter_base(str(adapter)))
+    policy = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
+    rows = prompt_rows(tokenizer, generate_problems(12, split="test"))
+    temperature = 0.7
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        seed=0,
+        activation_checkpointing=False,
+        **(RECIPE | dict(temperature=temperature, max_completion_length=8)),
+    )
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=[correctness_reward],
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
+    batch = trainer._generate_and_score_completions([rows[i // 4] for i in range(8)])
+    prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
+    completion_ids, completion_mask = batch["completion_ids"], batch["completion_mask"]
+    assert (prompt_mask == 0).any(), "the prompts should differ in length, so that some are padded"
+    with torch.no_grad():
+        trl_logps = trainer._get_per_token_logps_and_entropies(
+            policy,
+            torch.cat([prompt_ids, completion_ids], 1),
+            torch.cat([prompt_mask, completion_mask], 1),
+            completion_ids.size(1),
+        )[0]
+        for i in range(len(completion_ids)):
+            prompt = prompt_ids[i][prompt_mask[i].bool()]
+            completion = completion_ids[i][completion_mask[i].bool()]
+            logits = policy(input_ids=torch.cat([prompt, completion])[None]).logits[0, len(prompt) - 1 : -1]
+            own = torch.log_softmax(logits / temperature, -1).gather(-1, completion[:, None])[:, 0]
+            assert torch.allclose(trl_logps[i][completion_mask[i].bool()], own, atol=1e-4)
