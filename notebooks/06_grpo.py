@@ -283,11 +283,11 @@ fig = plots.bars(list(table.columns), list(table.loc["overall"]), "accuracy",
 
 # %% [markdown]
 # ## What GRPO can and cannot do for this model
-# On the embedded default GRPO does **not** lift the SFT adapter's held-out accuracy. Over twenty-five
+# On the embedded default GRPO does **not** lift the SFT adapter's held-out accuracy. Over thirty
 # recipes (SGD and AdamW at several learning rates, temperatures 0.4 to 1.0, with and without the KL term,
 # one or two updates per batch, `grpo`, `dapo` and `dr_grpo` losses, training only on the highest-entropy
 # tokens, on the `compute` kinds alone or the `mental` ones alone, 4 to 32 problems a step) the gentle
-# ones moved greedy accuracy by -3.5 to 0 points and the others lowered it by more, some to near 0. With
+# ones moved greedy accuracy by -4 to 0 points and the others lowered it by more, some to near 0. With
 # 256 completions a step (32 problems), SGD at 0.1 held the training reward flat and cost 4 points held
 # out; at 0.3 both fell. The gradient is not at fault: TRL's per-token log-probabilities of the sampled
 # completions equal the policy's own at the sampling temperature (`tests/test_grpo.py` checks it), so
