@@ -53,7 +53,8 @@ def start_adapter(tiny_model, folder: Path) -> Path:
     return folder
 
 
-def train(adapter: Path, out_dir: Path, callbacks=(), **changes):
+def grpo_trainer(adapter: Path, out_dir: Path, callbacks=(), **changes):
+    """A `GRPOTrainer` continuing `adapter` with the test recipe (`changes` override it), and its prompt rows."""
     from datasets import Dataset
     from peft import PeftModel
     from trl import GRPOConfig, GRPOTrainer
@@ -83,7 +84,12 @@ def train(adapter: Path, out_dir: Path, callbacks=(), **changes):
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
-    return train_grpo(trainer, run_key(args, rows, adapter))
+    return trainer, rows
+
+
+def train(adapter: Path, out_dir: Path, callbacks=(), **changes):
+    trainer, rows = grpo_trainer(adapter, out_dir, callbacks, **changes)
+    return train_grpo(trainer, run_key(trainer.args, rows, adapter))
 
 
 KILLER = textwrap.dedent("""
@@ -244,34 +250,9 @@ def test_grpo_scores_completions_with_the_probabilities_it_sampled_them_from(ada
     """The policy gradient is only right if TRL's per-token log-probabilities of a sampled completion are the
     policy's own, at the sampling temperature, whatever left padding the batch gave its prompt. Notebook 06's
     account of why GRPO does not lift the tiny model rests on this: the gradient is the true one."""
-    from datasets import Dataset
-    from peft import PeftModel
-    from trl import GRPOConfig, GRPOTrainer
-
-    from utils.modeling import adapter_base, load_model
-    from utils.rewards import correctness_reward
-    from utils.synthetic import generate_problems
-
-    base, tokenizer = load_model(adapter_base(str(adapter)))
-    policy = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
-    rows = prompt_rows(tokenizer, generate_problems(12, split="test"))
     temperature = 0.7
-    args = GRPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        seed=0,
-        activation_checkpointing=False,
-        **(RECIPE | dict(temperature=temperature, max_completion_length=8)),
-    )
-    trainer = GRPOTrainer(
-        model=policy,
-        reward_funcs=[correctness_reward],
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-    )
+    trainer, rows = grpo_trainer(adapter, tmp_path, temperature=temperature, max_completion_length=8)
+    policy = trainer.model
     batch = trainer._generate_and_score_completions([rows[i // 4] for i in range(8)])
     prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
     completion_ids, completion_mask = batch["completion_ids"], batch["completion_mask"]
